@@ -1,0 +1,3 @@
+from dosediff.cli import main
+
+raise SystemExit(main())
