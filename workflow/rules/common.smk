@@ -1,0 +1,59 @@
+# Config validation, the case table and helpers shared by the rules.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, "../schemas/config.schema.yaml")
+
+DATASET = config["dataset"]["name"]
+SOURCE = config["dataset"]["source"]
+INPUT_DIR = Path(config["dataset"].get("input_dir", f"results/{DATASET}/dicom"))
+RESULTS = f"results/{DATASET}"
+ENV = "../envs/dosediff.yaml"
+
+
+wildcard_constraints:
+    case=r"[A-Za-z0-9_.\-]+",
+
+
+def find_cases():
+    """Case id -> source folder. Phantom cases are made by the workflow; others are
+    the patient folders found under dataset.input_dir (OpenKBP: also inside *-pats/)."""
+    if SOURCE == "phantom":
+        n = int(config.get("phantom", {}).get("n_cases", 10))
+        found = {
+            f"phantom_{i:03d}": INPUT_DIR / f"phantom_{i:03d}" for i in range(1, n + 1)
+        }
+    else:
+        if not INPUT_DIR.is_dir():
+            raise ValueError(
+                f"setting dataset.input_dir: folder {INPUT_DIR} not found; expected a folder with one "
+                "sub-folder per patient. Fix: point dataset.input_dir at your data (see README)."
+            )
+        pattern = ["pt_*", "*-pats/pt_*"] if SOURCE == "openkbp" else ["*"]
+        found = {}
+        for pat in pattern:
+            for folder in sorted(INPUT_DIR.glob(pat)):
+                if folder.is_dir() and not folder.name.startswith("."):
+                    found[folder.name] = folder
+    excluded = set(config["dataset"].get("exclude_cases", []))
+    return {case: path for case, path in sorted(found.items()) if case not in excluded}
+
+
+CASES = find_cases()
+
+
+def settings(*sections):
+    """The named config sections as JSON: what a rule hands to `dosediff <stage> --settings`."""
+    return json.dumps({name: config.get(name, {}) for name in sections}, sort_keys=True)
+
+
+def source_folder(wildcards):
+    return str(CASES[wildcards.case])
+
+
+def all_targets():
+    targets = expand(f"{RESULTS}/h5/{{case}}.h5", case=CASES)
+    targets.append(f"{RESULTS}/splits.json")
+    return targets
