@@ -1,0 +1,129 @@
+"""Predicted dose -> DICOM RTDOSE on the source CT's frame of reference.
+
+The file references the source CT's study and FrameOfReferenceUID so a planning system or
+dicompyler places it on the original CT. Patient-identifying fields are left empty (type 2
+attributes): no name, ID or birth date from the source headers is ever written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from dosediff import __version__
+from dosediff.errors import input_error
+from dosediff.volume import Geometry
+
+RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+UINT32_MAX = 2**32 - 1
+
+
+def _ds(value: float) -> str:
+    """DICOM decimal string (at most 16 characters)."""
+    text = f"{value:.10g}"
+    return text if len(text) <= 16 else f"{value:.6e}"
+
+
+def write_rtdose(
+    dose_gy: np.ndarray,
+    geometry: Geometry,
+    refs: dict,
+    path: Path,
+    description: str = "dosediff predicted dose",
+) -> None:
+    """Write `dose_gy` (z, y, x, Gy) on `geometry` as an RTDOSE file.
+
+    `refs` holds the source CT's UIDs (Case.meta from a DICOM ingest): study_uid,
+    frame_of_reference_uid and, if known, ct_sop_uids.
+    """
+    missing = [k for k in ("study_uid", "frame_of_reference_uid") if not refs.get(k)]
+    if missing:
+        raise input_error(
+            "RTDOSE export", f"the case carries no {', '.join(missing)}",
+            "a case ingested from DICOM (its case.json meta holds the CT's UIDs)",
+            "export NIfTI only for cases that did not come from DICOM",
+        )
+    if tuple(dose_gy.shape) != geometry.shape:
+        raise ValueError(f"dose shape {dose_gy.shape} does not match the CT grid {geometry.shape}")
+    dose = np.clip(np.nan_to_num(dose_gy.astype(np.float64)), 0.0, None)
+    # Scale so the maximum uses most of the uint32 range; readers multiply by the scaling.
+    scaling = max(float(dose.max()), 1e-6) / (UINT32_MAX - 1)
+    pixels = np.rint(dose / scaling).astype(np.uint32)  # (z, y, x)
+
+    matrix = geometry.matrix  # columns: physical directions of index x, y, z
+    dz = geometry.spacing[0]
+    normal = np.cross(matrix[:, 0], matrix[:, 1])
+    # Offsets along the row x column normal: negative when the z axis runs against it.
+    offsets = np.arange(geometry.shape[0]) * dz * float(np.sign(normal @ matrix[:, 2]))
+
+    now = dt.datetime.now()
+    sop_uid = generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RT_DOSE_STORAGE
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = RT_DOSE_STORAGE
+    ds.SOPInstanceUID = sop_uid
+    ds.Modality = "RTDOSE"
+    ds.PatientName = ""
+    ds.PatientID = ""
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.StudyInstanceUID = refs["study_uid"]
+    ds.SeriesInstanceUID = generate_uid()
+    ds.FrameOfReferenceUID = refs["frame_of_reference_uid"]
+    ds.PositionReferenceIndicator = ""
+    ds.StudyDate = ds.StudyTime = ds.ReferringPhysicianName = ds.StudyID = ds.AccessionNumber = ""
+    ds.SeriesNumber = 900
+    ds.InstanceNumber = 1
+    ds.ContentDate = now.strftime("%Y%m%d")
+    ds.ContentTime = now.strftime("%H%M%S")
+    ds.Manufacturer = "dosediff"
+    ds.SoftwareVersions = __version__
+    ds.SeriesDescription = description[:64]
+
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.NumberOfFrames = geometry.shape[0]
+    ds.FrameIncrementPointer = pydicom.tag.Tag(0x3004, 0x000C)
+    ds.Rows, ds.Columns = geometry.shape[1], geometry.shape[2]
+    ds.PixelSpacing = [_ds(geometry.spacing[1]), _ds(geometry.spacing[2])]  # [row, column]
+    ds.SliceThickness = _ds(dz)
+    ds.ImagePositionPatient = [_ds(v) for v in geometry.origin]
+    ds.ImageOrientationPatient = [_ds(v) for v in (*matrix[:, 0], *matrix[:, 1])]
+    ds.GridFrameOffsetVector = [_ds(v) for v in offsets]
+    ds.BitsAllocated = ds.BitsStored = 32
+    ds.HighBit = 31
+    ds.PixelRepresentation = 0
+    ds.DoseUnits = "GY"
+    ds.DoseType = "PHYSICAL"
+    ds.DoseSummationType = "PLAN"
+    ds.DoseComment = description[:64]
+    ds.DoseGridScaling = _ds(scaling)
+    if refs.get("ct_sop_uids"):
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+        ref.ReferencedSOPInstanceUID = refs["ct_sop_uids"][0]
+        ds.ReferencedImageSequence = Sequence([ref])
+    ds.PixelData = pixels.tobytes()
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
