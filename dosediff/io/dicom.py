@@ -1,0 +1,267 @@
+"""DICOM-RT case folder (CT series + RTSTRUCT + RTDOSE [+ RTPLAN]) -> Case on the CT grid.
+
+The readers live in dicom_ct.py (CT series), rtstruct.py (contours, rasteriser) and
+rtdose.py (dose, resampling); this module finds the files of one case and ties them together.
+
+Unknown ROI names are a warning, not an error: clinical structure sets routinely hold helper
+structures (rings, optimisation volumes) and stopping for each would make real exports
+unusable. The warning names the ROIs and says how to map (dataset.aliases) or silence
+(dataset.ignore_rois) them; ROIs the dataset cannot do without belong in
+dataset.required_rois, whose absence is an error that lists the file's unmatched names.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from dosediff.config import DatasetConfig
+from dosediff.errors import input_error, warn
+from dosediff.io.dicom_ct import ct_from_datasets, read_ct_series, read_dataset
+from dosediff.io.rtdose import read_rtdose, resample_to, rtdose_from_dataset
+from dosediff.io.rtstruct import (rasterize_roi, read_rtstruct, referenced_series_uids,
+                                  rtstruct_frame_of_reference, rtstruct_from_dataset)
+from dosediff.volume import Case
+
+__all__ = ["read_ct_series", "read_rtstruct", "rasterize_roi", "read_rtdose", "resample_to", "read_dicom_case"]
+
+log = logging.getLogger("dosediff")
+
+MODALITIES = ("CT", "RTSTRUCT", "RTDOSE", "RTPLAN")
+Item = tuple[Path, Dataset]
+
+
+def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
+    """Read one patient's DICOM-RT folder (searched recursively) into a Case on the CT grid.
+
+    Dose is resampled linearly onto the CT grid (None without an RTDOSE); ROI masks are keyed
+    by the dataset's canonical names; meta holds only UIDs (no patient-identifying fields).
+    """
+    folder = Path(folder)
+    files = scan_folder(folder, case_id)
+    ct_items = select_ct_series(files.get("CT", []), files.get("RTSTRUCT", []), folder, case_id)
+    ct_path, ct_ds = ct_items[0]
+    ct_for = str(ct_ds.get("FrameOfReferenceUID", ""))
+    ct_what = f"{ct_for}, the CT series' frame of reference ({len(ct_items)} slices, e.g. {ct_path.name})"
+
+    struct = select_rtstruct(files.get("RTSTRUCT", []), str(ct_ds.get("SeriesInstanceUID", "")), ct_for,
+                             folder, case_id)
+    rois: dict[str, list[np.ndarray]] = {}
+    matched: dict[str, str] = {}
+    if struct is not None:
+        rois, struct_for = rtstruct_from_dataset(struct[1], struct[0], case_id)
+        if struct_for != ct_for:
+            raise input_error(struct[0], f"FrameOfReferenceUID {struct_for}", ct_what,
+                              "export the RTSTRUCT drawn on this CT, or remove the file from the folder",
+                              case=case_id)
+        matched = match_roi_names(list(rois), dataset, struct[0], case_id)
+    elif dataset.required_rois:
+        raise input_error(folder, "no RTSTRUCT file", f"a structure set with {dataset.required_rois}",
+                          "export the structure set with the CT", case=case_id)
+    else:
+        warn(folder, "no RTSTRUCT file", "the case has no ROI masks", case=case_id)
+    where = struct[0] if struct is not None else folder
+    empty = [canon for canon, name in matched.items() if not rois[name]]
+    _check_required(dataset, [c for c in matched if c not in empty], rois, matched, where, case_id)
+
+    dose_item = select_rtdose(files.get("RTDOSE", []), files.get("RTPLAN", []), ct_for, folder, case_id)
+    dose_src = None
+    if dose_item is not None:
+        dose_for = str(dose_item[1].get("FrameOfReferenceUID", ""))
+        if dose_for != ct_for:
+            raise input_error(dose_item[0], f"FrameOfReferenceUID {dose_for}", ct_what,
+                              "export the RTDOSE computed on this CT, or remove the file from the folder",
+                              case=case_id)
+        dose_src = rtdose_from_dataset(dose_item[1], dose_item[0], case_id)
+
+    hu, geometry, uids = ct_from_datasets(ct_items, case_id)
+    masks: dict[str, np.ndarray] = {}
+    for canon in dataset.rois:
+        if canon not in matched or canon in empty:
+            continue
+        mask = rasterize_roi(rois[matched[canon]], geometry)  # (z, y, x) uint8
+        if mask.any():
+            masks[canon] = mask
+        else:
+            empty.append(canon)
+    if empty:
+        names = {c: matched[c] for c in empty}
+        warn(where, f"ROIs {names} have no contours on the CT grid", "left out of the case", case=case_id)
+        _check_required(dataset, list(masks), rois, matched, where, case_id)
+
+    dose = None
+    if dose_src is not None:
+        dose = resample_to(dose_src[0], dose_src[1], geometry)  # (z, y, x) Gy on the CT grid
+    _log_prescription(files.get("RTPLAN", []), dose_src[2] if dose_src else None, dataset, case_id)
+    log.info(f"case {case_id}: CT {geometry.shape} at {tuple(round(s, 3) for s in geometry.spacing)} mm, "
+             f"ROIs {list(masks)}, dose {'none' if dose is None else f'max {dose.max():.2f} Gy'}")
+    return Case(case_id=case_id, geometry=geometry, ct=hu, dose=dose, masks=masks,
+                prescription_gy=float(dataset.prescription_gy), meta={"source": "dicom", **uids})
+
+
+def scan_folder(folder: Path, case_id: str) -> dict[str, list[Item]]:
+    """Every file under `folder` read as DICOM and grouped by modality (others ignored with a warning)."""
+    if not folder.is_dir():
+        raise input_error(folder, "folder not found", "a folder of the patient's DICOM-RT files",
+                          "check dataset.input_dir and the case name", case=case_id)
+    hidden, files = [], []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            rel = path.relative_to(folder)
+            (hidden if any(part.startswith(".") for part in rel.parts) else files).append(path)
+    if hidden:
+        warn(folder, f"hidden files {[str(p.relative_to(folder)) for p in hidden[:5]]}"
+             f"{' and more' if len(hidden) > 5 else ''}", "ignored", case=case_id)
+    if not files:
+        raise input_error(folder, "empty folder (no DICOM files)", "a CT series and an RTSTRUCT (RTDOSE for "
+                          "training)", "export the patient's DICOM-RT files into the folder, or remove it "
+                          "(or list the case in dataset.exclude_cases)", case=case_id)
+    groups: dict[str, list[Item]] = {}
+    other = []
+    for path in files:
+        ds = read_dataset(path, case_id)
+        modality = str(ds.get("Modality", "") or "").strip().upper()
+        if modality in MODALITIES:
+            groups.setdefault(modality, []).append((path, ds))
+        else:
+            other.append(f"{path.relative_to(folder)} ({modality or 'no Modality'})")
+    if other:
+        warn(folder, f"{len(other)} files of other modalities: {other[:5]}{' ...' if len(other) > 5 else ''}",
+             "ignored", case=case_id)
+    return groups
+
+
+def select_ct_series(cts: list[Item], structs: list[Item], folder: Path, case_id: str) -> list[Item]:
+    """The CT series of the case: the only one, else the one the RTSTRUCT references."""
+    series: dict[str, list[Item]] = {}
+    for item in cts:
+        series.setdefault(str(item[1].get("SeriesInstanceUID", "")), []).append(item)
+    if not series:
+        raise input_error(folder, "no CT series", "the planning CT's images", "export the CT series with "
+                          "the RTSTRUCT and RTDOSE into the folder", case=case_id)
+    if len(series) == 1:
+        return next(iter(series.values()))
+    referenced = set().union(*(referenced_series_uids(ds) for _, ds in structs)) if structs else set()
+    hits = [uid for uid in series if uid in referenced]
+    if not hits:
+        struct_fors = {rtstruct_frame_of_reference(ds, p, case_id) for p, ds in structs}
+        hits = [uid for uid, items in series.items() if str(items[0][1].get("FrameOfReferenceUID")) in struct_fors]
+    if len(hits) == 1:
+        return series[hits[0]]
+    listing = "; ".join(f"series {uid} ({len(items)} slices, e.g. {items[0][0].name})"
+                        for uid, items in series.items())
+    raise input_error(folder, f"{len(series)} CT series that the RTSTRUCT does not tell apart: {listing}",
+                      "one CT series per case (or a single one that the RTSTRUCT references)",
+                      "remove the extra CT series from the folder, keeping the planning CT", case=case_id)
+
+
+def select_rtstruct(structs: list[Item], ct_series: str, ct_for: str, folder: Path, case_id: str) -> Item | None:
+    """The structure set drawn on the CT: the only one, else the one referencing the CT series."""
+    if len(structs) <= 1:
+        return structs[0] if structs else None
+    hits = [item for item in structs if ct_series in referenced_series_uids(item[1])]
+    if not hits:
+        hits = [item for item in structs if rtstruct_frame_of_reference(item[1], item[0], case_id) == ct_for]
+    if len(hits) == 1:
+        return hits[0]
+    names = [p.name for p, _ in (hits or structs)]
+    raise input_error(folder, f"{len(names)} RTSTRUCT files for one CT series: {names}", "one structure set per case",
+                      "remove the extra RTSTRUCT files, keeping the one to use", case=case_id)
+
+
+def select_rtdose(doses: list[Item], plans: list[Item], ct_for: str, folder: Path, case_id: str) -> Item | None:
+    """The plan dose: the only RTDOSE, else by frame of reference, referenced plan and PLAN summation."""
+    if len(doses) <= 1:
+        return doses[0] if doses else None
+    hits = [item for item in doses if str(item[1].get("FrameOfReferenceUID", "")) == ct_for] or doses
+    if len(hits) > 1 and len(plans) == 1:
+        plan_uid = str(plans[0][1].get("SOPInstanceUID", ""))
+        hits = [item for item in hits if plan_uid in _plan_refs(item[1])] or hits
+    if len(hits) > 1:
+        hits = [item for item in hits if _summation(item[1]) == "PLAN"] or hits
+    if len(hits) == 1:
+        return hits[0]
+    listing = [f"{p.name} (DoseSummationType {_summation(ds) or 'missing'})" for p, ds in hits]
+    raise input_error(folder, f"{len(hits)} RTDOSE files could be the plan dose: {listing}",
+                      "one plan dose per case (beam or fraction doses are not summed)",
+                      "remove the extra RTDOSE files, keeping the whole plan's dose", case=case_id)
+
+
+def _summation(ds: Dataset) -> str:
+    return str(ds.get("DoseSummationType", "") or "").strip().upper()
+
+
+def _plan_refs(ds: Dataset) -> set[str]:
+    return {str(item.get("ReferencedSOPInstanceUID", "")) for item in ds.get("ReferencedRTPlanSequence", [])}
+
+
+def normalise_roi_name(name: str) -> str:
+    """Name as compared with the config: case, whitespace and underscores ignored."""
+    return re.sub(r"[\s_]+", "", str(name)).lower()
+
+
+def match_roi_names(names: list[str], dataset: DatasetConfig, path: Path, case_id: str) -> dict[str, str]:
+    """Canonical ROI name -> the RTSTRUCT's name for it; warns about names that map to nothing."""
+    lookup: dict[str, str] = {}
+    for canon in dataset.rois:
+        for name in [canon, *dataset.aliases.get(canon, [])]:
+            key = normalise_roi_name(name)
+            if lookup.get(key, canon) != canon:
+                raise input_error("setting dataset.aliases", f"{name!r} names both {lookup[key]} and {canon}",
+                                  "each name (ignoring case, spaces and underscores) to stand for one ROI",
+                                  "remove the duplicate alias", case=case_id)
+            lookup[key] = canon
+    ignored = {normalise_roi_name(n) for n in dataset.ignore_rois}
+    matched: dict[str, str] = {}
+    unknown = []
+    for name in names:
+        key = normalise_roi_name(name)
+        if key in ignored:
+            continue
+        canon = lookup.get(key)
+        if canon is None:
+            unknown.append(name)
+        elif canon in matched:
+            raise input_error(path, f"ROIs {matched[canon]!r} and {name!r} both stand for {canon}",
+                              f"one ROI per canonical name of dataset {dataset.name!r}",
+                              f"list the one not to use in dataset.ignore_rois", case=case_id)
+        else:
+            matched[canon] = name
+    if unknown:
+        warn(path, f"ROI names {unknown} match no ROI of dataset {dataset.name!r} {dataset.rois}",
+             f"skipped. Fix: to use one, add it to dataset.aliases under its canonical name (e.g. aliases: "
+             f"{{<ROI of dataset.rois>: [{unknown[0]!r}]}}); to silence this, list it in dataset.ignore_rois",
+             case=case_id)
+    return matched
+
+
+def _check_required(dataset: DatasetConfig, present: list[str], rois: dict, matched: dict[str, str],
+                    where: Path, case_id: str) -> None:
+    missing = [r for r in dataset.required_rois if r not in present]
+    if missing:
+        unmatched = [n for n in rois if n not in matched.values()]
+        empty = {r: matched[r] for r in missing if r in matched}
+        raise input_error(where, f"required ROIs {missing} are missing or empty (matched but without "
+                          f"contours on the CT: {empty}; the file's unmatched ROIs: {unmatched})",
+                          "every ROI of dataset.required_rois, under its name or an alias, with contours on the CT", "if one of the file's names is it, add that name to "
+                          "dataset.aliases; otherwise contour it and export again, or list the case in "
+                          "dataset.exclude_cases", case=case_id)
+
+
+def _log_prescription(plans: list[Item], dose_refs: dict | None, dataset: DatasetConfig, case_id: str) -> None:
+    """Log the RTPLAN's target prescription beside the configured one (the configured one is used)."""
+    plan_uid = dose_refs.get("referenced_plan_uid") if dose_refs else None
+    chosen = [item for item in plans if str(item[1].get("SOPInstanceUID", "")) == plan_uid] or \
+        (plans if len(plans) == 1 else [])
+    if not chosen:
+        return
+    path, ds = chosen[0]
+    doses = [float(ref.TargetPrescriptionDose) for ref in ds.get("DoseReferenceSequence", [])
+             if ref.get("TargetPrescriptionDose") not in (None, "")]
+    if doses:
+        log.info(f"case {case_id}: {path.name} prescribes up to {max(doses):g} Gy; "
+                 f"using dataset.prescription_gy = {dataset.prescription_gy:g} Gy")
