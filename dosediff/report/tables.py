@@ -1,0 +1,301 @@
+"""Paper-style tables from the evaluation's long per-case metric tables (pandas, no torch).
+
+Input contract (written by the evaluate stage, one CSV per experiment): columns experiment,
+case, roi, metric, unit, reference, predicted, value, note. `value` is what is summarised:
+|predicted - reference| for DVH metrics, the metric itself for image metrics (roi "Body")
+and for case-level scores (roi "All").
+
+Conventions of every table here:
+- mean ± std over cases, std the sample standard deviation (ddof = 1; "nan" for one case);
+- a NaN value (ROI absent, empty mask, ...) is left out of that cell's mean and std; the
+  cell then says how many cases it used, e.g. "0.812 ± 0.204 (n=3/4)", where 4 is the number
+  of cases the experiment evaluated; summary() also lists the reasons from the note column;
+- "best" is the lowest mean for errors (MAE, |ΔD|, |ΔV|, dose and volume scores) and the
+  highest for SSIM, PSNR and gamma pass rate; write_table bolds it in the Markdown.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dosediff.errors import input_error
+
+PER_CASE_COLUMNS = ["experiment", "case", "roi", "metric", "unit", "reference", "predicted", "value", "note"]
+SEED_COLUMNS = ["experiment", "seed", "case", "metric", "value"]
+
+# The paper's Table 1/2 columns: (roi, metric) -> header.
+DEFAULT_COLUMNS: list[tuple[str, str]] = [
+    ("Body", "MAE"), ("Body", "SSIM"), ("Body", "PSNR"), ("All", "dose_score"), ("All", "volume_score"),
+]
+_HEADERS = {
+    "MAE": "MAE (Gy)", "SSIM": "SSIM", "PSNR": "PSNR (dB)", "gamma_pass_rate": "Gamma pass rate (%)",
+    "dose_score": "Dose score (Gy)", "volume_score": "Volume score (%)",
+    "openkbp_dose_score": "OpenKBP dose score (Gy)", "openkbp_dvh_score": "OpenKBP DVH score (Gy)",
+}
+_IMAGE_METRICS = ("MAE", "SSIM", "PSNR", "gamma_pass_rate")
+_HIGHER_RE = re.compile(r"ssim|psnr|gamma", re.IGNORECASE)
+_LOWER_RE = re.compile(r"mae|score|Δ|delta|^\|?[DV](\d|\.\d|mean|min|max)", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf)")
+
+
+# ---------------------------------------------------------------- input
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise input_error(what, f"columns {list(df.columns)} lack {missing}", f"the columns {list(columns)}",
+                          "regenerate the table with `dosediff evaluate` (or fix the column names)")
+
+
+def read_per_case(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Concatenate per-case CSVs (one per experiment), checking the contract's columns."""
+    frames = []
+    for p in paths:
+        df = pd.read_csv(p, keep_default_na=True)
+        _require(df, PER_CASE_COLUMNS, str(p))
+        frames.append(df)
+    if not frames:
+        raise input_error("per-case metric tables", "no files", "at least one metrics/{experiment}/per_case.csv",
+                          "run the evaluate stage for the experiments in the report")
+    return pd.concat(frames, ignore_index=True)
+
+
+# ---------------------------------------------------------------- formatting helpers
+
+def format_mean_std(mean: float, std: float, n: int, n_total: int, decimals: int = 3) -> str:
+    """'mean ± std', with '(n=used/total)' when some cases had no value; 'n/a' when none had."""
+    if n == 0 or math.isnan(mean):
+        return "n/a"
+    text = f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+    if n < n_total:
+        text += f" (n={n}/{n_total})"
+    return text
+
+
+def better_direction(name: str) -> str | None:
+    """'higher', 'lower' or None (unknown) for a column header or metric name."""
+    if _HIGHER_RE.search(name):
+        return "higher"
+    if _LOWER_RE.search(name.strip()):
+        return "lower"
+    return None
+
+
+def metric_label(metric: str, unit: str | float | None, roi: str | None = None) -> str:
+    """Human header for a metric: 'MAE (Gy)', 'ΔD95 (Gy)', 'ΔV30 (%)'."""
+    if metric in _HEADERS:
+        return _HEADERS[metric]
+    unit_text = f" ({unit})" if isinstance(unit, str) and unit else ""
+    if roi not in ("Body", "All"):
+        return f"Δ{metric}{unit_text}"  # DVH metrics are summarised as |pred - ref|
+    return f"{metric}{unit_text}"
+
+
+def _first_unit(units: pd.Series) -> str:
+    u = units.dropna()
+    return str(u.iloc[0]) if len(u) else ""
+
+
+# ---------------------------------------------------------------- tables
+
+def summary(per_case: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
+    """Mean ± std over cases per (experiment, roi, metric).
+
+    Columns: experiment, roi, metric, unit, n (cases with a value), n_cases (cases the
+    experiment evaluated), mean, std (ddof=1), text ("mean ± std", "(n=k/N)" appended when
+    k < N), missing (the notes of the NaN cells with their counts, e.g. "ROI absent: 1").
+    """
+    _require(per_case, ["experiment", "case", "roi", "metric", "value"], "per-case metric table")
+    df = per_case.copy()
+    if "unit" not in df:
+        df["unit"] = ""
+    if "note" not in df:
+        df["note"] = np.nan
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    n_cases = df.groupby("experiment", sort=False)["case"].nunique()
+    rows = []
+    for (exp, roi, metric), g in df.groupby(["experiment", "roi", "metric"], sort=False):
+        v = g["value"].to_numpy(dtype=float)
+        ok = ~np.isnan(v)  # an infinite PSNR (identical doses) is a value, not a gap
+        used = v[ok]
+        n = int(used.size)
+        mean = float(used.mean()) if n else math.nan
+        std = float(used.std(ddof=1)) if n > 1 else math.nan
+        notes = g.loc[~ok, "note"].fillna("no reason given").astype(str).value_counts()
+        rows.append({
+            "experiment": exp, "roi": roi, "metric": metric, "unit": _first_unit(g["unit"]),
+            "n": n, "n_cases": int(n_cases[exp]), "mean": mean, "std": std,
+            "text": format_mean_std(mean, std, n, int(n_cases[exp]), decimals),
+            "missing": "; ".join(f"{k}: {c}" for k, c in notes.items()),
+        })
+    return pd.DataFrame(rows, columns=["experiment", "roi", "metric", "unit", "n", "n_cases", "mean", "std",
+                                       "text", "missing"])
+
+
+def _check_experiments(stats: pd.DataFrame, experiments: Sequence[str]) -> None:
+    have = list(dict.fromkeys(stats["experiment"]))
+    absent = [e for e in experiments if e not in have]
+    if absent:
+        raise input_error("report table", f"experiments {absent} have no per-case metrics (found {have})",
+                          "one metrics/{experiment}/per_case.csv per experiment in the table",
+                          "run the evaluate stage for them or remove them from the report's table")
+
+
+def comparison_table(per_case: pd.DataFrame, experiments: Sequence[str],
+                     columns: Sequence[tuple[str, str]] | None = None,
+                     labels: Mapping[str, str] | None = None, decimals: int = 3) -> pd.DataFrame:
+    """Rows = experiments (in the given order, shown by labels[experiment] if given), columns
+    = (roi, metric) pairs (default: MAE, SSIM, PSNR, dose score, volume score), cells 'mean ± std'.
+
+    The paper's Table 1 (ablation) and Table 2 (distance representations). A (roi, metric)
+    that an experiment lacks entirely shows 'n/a'.
+    """
+    stats = summary(per_case, decimals)
+    _check_experiments(stats, experiments)
+    columns = list(columns or DEFAULT_COLUMNS)
+    labels = dict(labels or {})
+    index = pd.Index([labels.get(e, e) for e in experiments], name="Experiment")
+    headers = []
+    for roi, metric in columns:
+        unit = _first_unit(stats.loc[(stats["roi"] == roi) & (stats["metric"] == metric), "unit"])
+        header = metric_label(metric, unit, roi)
+        headers.append(header if roi in ("Body", "All") else f"{roi} {header}")
+    table = pd.DataFrame("n/a", index=index, columns=headers)
+    keyed = stats.set_index(["experiment", "roi", "metric"])["text"]
+    for exp, label in zip(experiments, index):
+        for (roi, metric), header in zip(columns, headers):
+            if (exp, roi, metric) in keyed.index:
+                table.loc[label, header] = keyed[(exp, roi, metric)]
+    table.attrs["best_along"] = "columns"
+    return table
+
+
+def per_roi_table(per_case: pd.DataFrame, experiments: Sequence[str],
+                  labels: Mapping[str, str] | None = None, decimals: int = 3) -> pd.DataFrame:
+    """The paper's Table 3: rows (ROI, metric) — Body image metrics first, then each ROI's
+    |Δ| DVH metrics in the order they first appear, case-level scores ('All') last —
+    columns the experiments, cells 'mean ± std'."""
+    stats = summary(per_case, decimals)
+    _check_experiments(stats, experiments)
+    labels = dict(labels or {})
+    sub = stats[stats["experiment"].isin(experiments)]
+    pairs = list(dict.fromkeys(zip(sub["roi"], sub["metric"])))
+    rank = {"Body": 0, "All": 2}
+    rois_in_order = list(dict.fromkeys(r for r, _ in pairs))
+    pairs.sort(key=lambda p: (rank.get(p[0], 1), rois_in_order.index(p[0])))  # stable within a ROI
+    units = sub.groupby(["roi", "metric"], sort=False)["unit"].agg(_first_unit)
+    index = pd.MultiIndex.from_tuples([(r, metric_label(m, units[(r, m)], r)) for r, m in pairs],
+                                      names=["ROI", "Metric"])
+    cols = [labels.get(e, e) for e in experiments]
+    table = pd.DataFrame("n/a", index=index, columns=pd.Index(cols, name=None))
+    keyed = sub.set_index(["experiment", "roi", "metric"])["text"]
+    for exp, col in zip(experiments, cols):
+        for (roi, metric), row in zip(pairs, index):
+            if (exp, roi, metric) in keyed.index:
+                table.loc[row, col] = keyed[(exp, roi, metric)]
+    table.attrs["best_along"] = "rows"
+    return table
+
+
+def seed_spread(seeds: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 4: per (experiment, metric) the spread over sampling seeds of the
+    mean-over-cases metric.
+
+    Columns: experiment, metric, n_seeds, mean (of the per-seed means), std (ddof=1),
+    min, max, range (max - min). NaN values are left out of a seed's mean over cases.
+    """
+    _require(seeds, SEED_COLUMNS, "seed study table (seeds.csv)")
+    df = seeds.copy()
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    per_seed = df.groupby(["experiment", "metric", "seed"], sort=False)["value"].mean().dropna()
+    rows = []
+    for (exp, metric), s in per_seed.groupby(level=["experiment", "metric"], sort=False):
+        v = s.to_numpy(dtype=float)
+        rows.append({"experiment": exp, "metric": metric, "n_seeds": int(v.size), "mean": float(v.mean()),
+                     "std": float(v.std(ddof=1)) if v.size > 1 else math.nan,
+                     "min": float(v.min()), "max": float(v.max()), "range": float(v.max() - v.min())})
+    return pd.DataFrame(rows, columns=["experiment", "metric", "n_seeds", "mean", "std", "min", "max", "range"])
+
+
+def seed_spread_table(spread: pd.DataFrame, labels: Mapping[str, str] | None = None,
+                      decimals: int = 4) -> pd.DataFrame:
+    """Table 4 laid out like the paper: rows experiments, columns metrics, cells '±std (range r)'."""
+    labels = dict(labels or {})
+    exps = list(dict.fromkeys(spread["experiment"]))
+    metrics = list(dict.fromkeys(spread["metric"]))
+    table = pd.DataFrame("n/a", index=pd.Index([labels.get(e, e) for e in exps], name="Experiment"),
+                         columns=[metric_label(m, None, "All") for m in metrics])
+    for _, r in spread.iterrows():
+        table.loc[labels.get(r["experiment"], r["experiment"]), metric_label(r["metric"], None, "All")] = (
+            f"±{r['std']:.{decimals}f} (range {r['range']:.{decimals}f})")
+    table.attrs["best_along"] = "none"  # a spread is not a ranking: nothing to bold
+    return table
+
+
+# ---------------------------------------------------------------- output
+
+def _leading_number(cell: object) -> float:
+    if isinstance(cell, (int, float, np.floating, np.integer)):
+        return float(cell)
+    m = _NUMBER_RE.match(str(cell))
+    return float(m.group(1)) if m else math.nan
+
+
+def best_mask(df: pd.DataFrame, along: str = "columns") -> pd.DataFrame:
+    """Boolean frame: True where a cell holds the best mean of its column (along="columns")
+    or row (along="rows"), nothing for along="none"; ties (at the displayed precision) are all best; columns/rows whose
+    direction is unknown have none."""
+    values = df.apply(lambda col: col.map(_leading_number))
+    best = pd.DataFrame(False, index=df.index, columns=df.columns)
+    if along == "columns":
+        lines = [(c, better_direction(str(c))) for c in df.columns]
+        for c, direction in lines:
+            col = values[c]
+            if direction and col.notna().any():
+                target = col.min() if direction == "lower" else col.max()
+                best[c] = col == target
+    elif along == "rows":
+        for i, key in enumerate(df.index):
+            name = key[-1] if isinstance(key, tuple) else key
+            direction = better_direction(str(name))
+            row = values.iloc[i]
+            if direction and row.notna().any():
+                target = row.min() if direction == "lower" else row.max()
+                best.iloc[i] = (row == target).to_numpy()
+    elif along != "none":
+        raise ValueError(f"along must be 'columns', 'rows' or 'none', got {along!r}")
+    return best
+
+
+def to_markdown(df: pd.DataFrame, along: str | None = None) -> str:
+    """GitHub Markdown of the table with the index as leading column(s), best cells in bold."""
+    along = along or df.attrs.get("best_along", "columns")
+    best = best_mask(df, along)
+    index_names = [n if n is not None else "" for n in df.index.names]
+    header = index_names + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(index_names)
+                                                               + ["---:"] * len(df.columns)) + "|"]
+    for i, key in enumerate(df.index):
+        keys = list(key) if isinstance(key, tuple) else [key]
+        cells = []
+        for j, c in enumerate(df.columns):
+            text = str(df.iat[i, j]).replace("|", "\\|")
+            cells.append(f"**{text}**" if best.iat[i, j] else text)
+        lines.append("| " + " | ".join([str(k) for k in keys] + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, stem: str | Path, along: str | None = None) -> tuple[Path, Path]:
+    """Write `stem`.csv and `stem`.md (best per column — or per row for per_roi_table — in bold)."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
+    df.to_csv(csv_path)
+    md_path.write_text(to_markdown(df, along), encoding="utf-8")
+    return csv_path, md_path
