@@ -63,6 +63,60 @@ def cmd_split(args: argparse.Namespace) -> None:
     log.info("split: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from dosediff.train import train
+
+    train(_settings(args), args.experiment, Path(args.h5_dir), Path(args.splits), Path(args.out), args.threads)
+
+
+def cmd_model_info(args: argparse.Namespace) -> None:
+    import json
+
+    from dosediff.experiment import ExperimentConfig
+    from dosediff.models.factory import describe
+
+    exp = ExperimentConfig.from_settings(_settings(args), args.experiment)
+    print(json.dumps({"experiment": exp.name, **describe(exp.network)}, indent=2, default=str))
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from dosediff.predict import predict_case
+
+    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    predict_case(Path(args.model), Path(args.h5), Path(args.case_dir), Path(args.out),
+                 sample_overrides=overrides or None, device=args.device, threads=args.threads)
+
+
+def cmd_mean_dose(args: argparse.Namespace) -> None:
+    from dosediff.baseline import mean_dose_prediction
+
+    mean_dose_prediction([Path(p) for p in args.train_h5], Path(args.h5), Path(args.out))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from dosediff.evaluate import evaluate_experiment
+
+    evaluate_experiment(_settings(args), args.experiment, list(args.cases), Path(args.nifti_dir),
+                        Path(args.predictions), Path(args.out), figures=not args.no_figures)
+
+
+def cmd_study(args: argparse.Namespace) -> None:
+    from dosediff.evaluate import evaluate_study
+
+    evaluate_study(_settings(args), args.experiment, list(args.variants), list(args.cases),
+                   Path(args.nifti_dir), Path(args.study_dir), Path(args.out))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from dosediff.config import section
+    from dosediff.report.build import ReportConfig, build_report
+
+    cfg = section(_settings(args), ReportConfig, "report")
+    build_report(cfg, [Path(p) for p in args.metrics], Path(args.out),
+                 steps_csv=Path(args.steps) if args.steps else None,
+                 seeds_csv=Path(args.seeds) if args.seeds else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dosediff",
@@ -97,6 +151,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", required=True, nargs="+", help="all case ids of the dataset")
     p.add_argument("--out", required=True, help="output splits.json")
     p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("train", help="train one experiment (resumes from its last checkpoint)")
+    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses sections: dataset, experiments)")
+    p.add_argument("--experiment", required=True, help="experiment name under experiments:")
+    p.add_argument("--h5-dir", required=True, help="folder of the per-case HDF5 files")
+    p.add_argument("--splits", required=True, help="splits.json")
+    p.add_argument("--out", required=True, help="model folder (checkpoint.pt, model.safetensors, config.json, log)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("model-info", help="print an experiment's network size (parameter count)")
+    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses sections: dataset, experiments)")
+    p.add_argument("--experiment", required=True, help="experiment name under experiments:")
+    p.set_defaults(func=cmd_model_info)
+
+    p = sub.add_parser("predict", help="predict one case's dose on its original CT grid (NIfTI, RTDOSE)")
+    p.add_argument("--model", required=True, help="model folder written by `dosediff train`")
+    p.add_argument("--h5", required=True, help="the case's HDF5 file")
+    p.add_argument("--case-dir", required=True, help="the case's ingest folder (CT grid, DICOM references)")
+    p.add_argument("--out", required=True, help="output NIfTI (a .json manifest is written beside it)")
+    p.add_argument("--steps", type=int, default=None, help="override the experiment's DDIM steps")
+    p.add_argument("--seed", type=int, default=None, help="override the experiment's sampling seed")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("mean-dose", help="the trivial predictor: the training set's mean dose per voxel position")
+    p.add_argument("--train-h5", required=True, nargs="+", help="training cases' HDF5 files")
+    p.add_argument("--h5", required=True, help="the case's HDF5 file")
+    p.add_argument("--out", required=True, help="output NIfTI on the case's CT grid")
+    p.set_defaults(func=cmd_mean_dose)
+
+    p = sub.add_parser("evaluate", help="metrics and figures of one experiment's predictions")
+    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses: dataset, preprocess, evaluate)")
+    p.add_argument("--experiment", required=True, help="experiment name (labels the rows)")
+    p.add_argument("--cases", required=True, nargs="+", help="case ids to evaluate")
+    p.add_argument("--nifti-dir", required=True, help="folder of ingested cases (reference dose and ROIs)")
+    p.add_argument("--predictions", required=True, help="folder of <case>.nii.gz predictions")
+    p.add_argument("--out", required=True, help="output folder (per_case.csv, summary, figures/)")
+    p.add_argument("--no-figures", action="store_true", help="skip the per-case figures")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("study", help="metrics of a sampling study (DDIM steps or seeds)")
+    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses: dataset, preprocess, evaluate)")
+    p.add_argument("--experiment", required=True, help="experiment name")
+    p.add_argument("--variants", required=True, nargs="+", help="prediction sets, e.g. steps8_seed0")
+    p.add_argument("--cases", required=True, nargs="+", help="case ids")
+    p.add_argument("--nifti-dir", required=True, help="folder of ingested cases")
+    p.add_argument("--study-dir", required=True, help="folder holding one sub-folder per variant")
+    p.add_argument("--out", required=True, help="output CSV")
+    p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("report", help="the paper's tables and dataset-level figures from the metric tables")
+    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses section: report)")
+    p.add_argument("--metrics", required=True, nargs="+", help="per_case.csv of each experiment")
+    p.add_argument("--steps", default=None, help="steps study CSV")
+    p.add_argument("--seeds", default=None, help="seed study CSV")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -53,7 +53,48 @@ def source_folder(wildcards):
     return str(CASES[wildcards.case])
 
 
+EXPERIMENTS = list(config.get("experiments", {}) or {})
+MEAN_DOSE = "mean_dose"  # the trivial predictor every model must beat
+REPORT = config.get("report", {}) or {}
+
+
+def experiment_settings(wildcards):
+    """Only this experiment's section, so editing one experiment reruns only its jobs."""
+    return json.dumps(
+        {
+            "dataset": config["dataset"],
+            "experiments": {
+                wildcards.experiment: config["experiments"][wildcards.experiment]
+            },
+        },
+        sort_keys=True,
+    )
+
+
+def split_cases(name):
+    """Case ids of one split, known once the split checkpoint has run."""
+    with open(checkpoints.split.get().output[0]) as f:
+        return json.load(f)[name]
+
+
+def h5_of(names):
+    return lambda wildcards: expand(
+        f"{RESULTS}/h5/{{case}}.h5", case=[c for n in names for c in split_cases(n)]
+    )
+
+
+def study(kind):
+    """Variants (e.g. steps8_seed0) and experiment of a sampling study, or None when off."""
+    cfg = REPORT.get(kind) or {}
+    if not cfg.get("experiment"):
+        return None
+    steps, seeds = cfg.get("steps", [8]), cfg.get("seeds", [0])
+    return cfg["experiment"], [f"steps{s}_seed{k}" for s in steps for k in seeds]
+
+
 def all_targets():
     targets = expand(f"{RESULTS}/h5/{{case}}.h5", case=CASES)
     targets.append(f"{RESULTS}/splits.json")
+    if EXPERIMENTS:
+        targets.append(f"{RESULTS}/report")
     return targets

@@ -19,7 +19,7 @@ rule preprocess:
         "dosediff preprocess --settings {params.settings:q} --input {input} --out {output} 2> {log}"
 
 
-rule split:
+checkpoint split:
     output:
         f"{RESULTS}/splits.json",
     log:

@@ -1,0 +1,167 @@
+"""Evaluate stage: predicted doses of one experiment vs the planned doses -> metric tables
+and per-case figures. No torch: it reads the NIfTI files the other stages wrote."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dosediff.config import DatasetConfig, PreprocessConfig
+from dosediff.errors import input_error
+from dosediff.io.nifti import read_case, read_image
+from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case, openkbp_scores_from_rows
+from dosediff.preprocess.body import body_mask
+
+log = logging.getLogger("dosediff")
+
+COLUMNS = ["experiment", "case", "roi", "metric", "unit", "reference", "predicted", "value", "note"]
+IMAGE_KEYS = {"mae_gy": ("MAE", "Gy"), "ssim": ("SSIM", ""), "psnr_db": ("PSNR", "dB"),
+              "gamma_pass_pct": ("gamma_pass_rate", "%")}
+SCORE_KEYS = {"dose_score_gy": ("dose_score", "Gy"), "volume_score_pct": ("volume_score", "%"),
+              "openkbp_dose_error_gy": ("openkbp_dose_score", "Gy")}
+
+
+def long_rows(experiment: str, case: str, flat: dict) -> list[dict]:
+    """One evaluate_case result (a flat dict) -> rows of the long per-case table."""
+    note = flat.get("notes", "")
+    rows = []
+
+    def add(roi: str, metric: str, unit: str, value: float, ref: float = math.nan, pred: float = math.nan) -> None:
+        rows.append({"experiment": experiment, "case": case, "roi": roi, "metric": metric, "unit": unit,
+                     "reference": ref, "predicted": pred, "value": value,
+                     "note": note if isinstance(value, float) and math.isnan(value) else ""})
+
+    for key, (metric, unit) in IMAGE_KEYS.items():
+        if key in flat:
+            add("Body", metric, unit, float(flat[key]))
+    for key, value in flat.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "absdiff":
+            roi, metric = parts[0], parts[1]
+            add(roi, metric, "Gy" if metric.startswith("D") else "%", float(value),
+                float(flat[f"{roi}/{metric}/ref"]), float(flat[f"{roi}/{metric}/pred"]))
+        elif len(parts) == 4 and parts[0] == "openkbp":
+            add(parts[1], f"openkbp_{parts[2]}", "Gy", float(value))
+    for key, (metric, unit) in SCORE_KEYS.items():
+        if key in flat:
+            add("All", metric, unit, float(flat[key]))
+    kbp = {k: v for k, v in flat.items() if k.startswith("openkbp/")}
+    if kbp:
+        cells = [v for v in kbp.values() if not math.isnan(v)]
+        add("All", "openkbp_dvh_score", "Gy", float(np.mean(cells)) if cells else math.nan)
+    return rows
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Atomic CSV write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti_dir: Path,
+                        predictions_dir: Path, out_dir: Path, figures: bool = True) -> pd.DataFrame:
+    """Metrics of every case -> out_dir/per_case.csv, summary.csv/.md, openkbp_scores.json
+    (where a possible-dose mask exists) and figures/<case>_dvh.png, <case>_dose.png."""
+    from dosediff.config import section
+    from dosediff.report.figures import dose_slices_figure, dvh_figure
+    from dosediff.report.tables import summary, write_table
+
+    dataset = section(settings, DatasetConfig, "dataset")
+    prep = section(settings, PreprocessConfig, "preprocess")
+    cfg = section(settings, EvaluationConfig, "evaluate")
+    out_dir = Path(out_dir)
+    rows, flats = [], []
+    for case_id in cases:
+        ref = read_case(Path(nifti_dir) / case_id)
+        pred_path = Path(predictions_dir) / f"{case_id}.nii.gz"
+        pred, pred_geo = read_image(pred_path)
+        if not pred_geo.same_grid(ref.geometry):
+            raise input_error(pred_path, f"grid {pred_geo.shape} at {pred_geo.spacing} mm",
+                              f"the case's CT grid {ref.geometry.shape} at {ref.geometry.spacing} mm",
+                              "predict again with `dosediff predict` (it writes on the CT grid)", case=case_id)
+        if ref.dose is None:
+            raise input_error(Path(nifti_dir) / case_id, "no planned dose", "a reference dose to evaluate against",
+                              "evaluate only cases ingested with their RTDOSE", case=case_id)
+        body = body_mask(ref.ct, prep.body_threshold_hu)
+        flat = evaluate_case(ref.dose, pred.astype(np.float32), ref.masks, ref.geometry.spacing, body,
+                             ref.prescription_gy or dataset.prescription_gy, cfg, ref.possible_dose,
+                             targets=dataset.targets, case=case_id)
+        flats.append(flat)
+        rows += long_rows(experiment, case_id, flat)
+        log.info(f"case {case_id}: MAE {flat['mae_gy']:.3f} Gy, dose score {flat['dose_score_gy']:.3f} Gy")
+        if figures:
+            std_path = pred_path.with_name(f"{case_id}_std.nii.gz")
+            std = read_image(std_path)[0] if std_path.is_file() else None
+            fig_dir = out_dir / "figures"
+            fig_dir.mkdir(parents=True, exist_ok=True)
+            title = f"{case_id} · {experiment}"
+            dvh_figure(ref.dose, pred, ref.masks, ref.geometry.spacing, fig_dir / f"{case_id}_dvh.png",
+                       title=title, case=case_id)
+            target = next((ref.masks[t] for t in dataset.targets if t in ref.masks), None)
+            dose_slices_figure(ref.ct, ref.dose, pred, body, fig_dir / f"{case_id}_dose.png", std=std,
+                               dose_max=max(float(ref.dose.max()), 1e-3), spacing_mm=ref.geometry.spacing,
+                               target=target, title=title, case=case_id)
+    per_case = pd.DataFrame(rows, columns=COLUMNS)
+    write_csv(per_case, out_dir / "per_case.csv")
+    write_table(summary(per_case), out_dir / "summary")
+    if any("openkbp_dose_error_gy" in f for f in flats):
+        scores = openkbp_scores_from_rows(flats)
+        (out_dir / "openkbp_scores.json").write_text(json.dumps(scores, indent=2))
+        log.info(f"OpenKBP dose score {scores['dose_score']:.3f} Gy, DVH score {scores['dvh_score']:.3f} Gy")
+    return per_case
+
+
+STUDY_METRICS = {"mae_gy": "MAE", "ssim": "SSIM", "psnr_db": "PSNR", "dose_score_gy": "dose_score",
+                 "volume_score_pct": "volume_score"}
+
+
+def parse_variant(variant: str) -> tuple[int, int]:
+    """'steps8_seed3' -> (8, 3): the folder name of one sampling-study prediction set."""
+    try:
+        steps, seed = variant.split("_")
+        return int(steps.removeprefix("steps")), int(seed.removeprefix("seed"))
+    except ValueError as err:
+        raise input_error("study variant", f"{variant!r}", "a name like steps8_seed0",
+                          "use the workflow's study rules") from err
+
+
+def evaluate_study(settings: dict, experiment: str, variants: list[str], cases: list[str], nifti_dir: Path,
+                   study_dir: Path, out_path: Path) -> pd.DataFrame:
+    """Sampling study (paper Fig. 4 and Table 4): metrics of every variant's predictions ->
+    one long CSV with columns experiment, steps, seed, case, metric, value, seconds.
+    Gamma is left out here: the study compares sampling settings, not plans."""
+    from dataclasses import replace
+
+    from dosediff.config import section
+
+    dataset = section(settings, DatasetConfig, "dataset")
+    prep = section(settings, PreprocessConfig, "preprocess")
+    cfg = section(settings, EvaluationConfig, "evaluate")
+    cfg = replace(cfg, gamma=replace(cfg.gamma, enabled=False))
+    refs = {c: read_case(Path(nifti_dir) / c) for c in cases}
+    bodies = {c: body_mask(r.ct, prep.body_threshold_hu) for c, r in refs.items()}
+    rows = []
+    for variant in variants:
+        steps, seed = parse_variant(variant)
+        for case_id, ref in refs.items():
+            pred_path = Path(study_dir) / variant / f"{case_id}.nii.gz"
+            pred, _ = read_image(pred_path)
+            manifest = json.loads(pred_path.with_suffix("").with_suffix(".json").read_text())
+            flat = evaluate_case(ref.dose, pred.astype(np.float32), ref.masks, ref.geometry.spacing,
+                                 bodies[case_id], ref.prescription_gy or dataset.prescription_gy, cfg,
+                                 targets=dataset.targets, case=case_id)
+            for key, metric in STUDY_METRICS.items():
+                rows.append({"experiment": experiment, "steps": steps, "seed": seed, "case": case_id,
+                             "metric": metric, "value": float(flat[key]),
+                             "seconds": float(manifest.get("seconds", math.nan))})
+    df = pd.DataFrame(rows, columns=["experiment", "steps", "seed", "case", "metric", "value", "seconds"])
+    write_csv(df, Path(out_path))
+    return df

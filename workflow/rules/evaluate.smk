@@ -1,0 +1,97 @@
+# Metrics per experiment, sampling studies, and the dataset report.
+
+
+rule evaluate:
+    input:
+        predictions=lambda wildcards: expand(
+            f"{RESULTS}/predictions/{wildcards.experiment}/{{case}}.nii.gz",
+            case=split_cases("test"),
+        ),
+        references=lambda wildcards: expand(
+            f"{RESULTS}/nifti/{{case}}", case=split_cases("test")
+        ),
+    output:
+        per_case=report(
+            f"{RESULTS}/metrics/{{experiment}}/per_case.csv",
+            caption="../report/per_case.rst",
+            category="Metrics",
+            subcategory="{experiment}",
+        ),
+        summary=f"{RESULTS}/metrics/{{experiment}}/summary.md",
+        figures=report(
+            directory(f"{RESULTS}/metrics/{{experiment}}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/case_figures.rst",
+            category="Figures",
+            subcategory="{experiment}",
+        ),
+    log:
+        f"{RESULTS}/logs/evaluate/{{experiment}}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        settings=settings("dataset", "preprocess", "evaluate"),
+        cases=lambda wildcards: split_cases("test"),
+        out=lambda wildcards: f"{RESULTS}/metrics/{wildcards.experiment}",
+        nifti_dir=f"{RESULTS}/nifti",
+        predictions=lambda wildcards: f"{RESULTS}/predictions/{wildcards.experiment}",
+    shell:
+        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment} --cases {params.cases} --nifti-dir {params.nifti_dir} --predictions {params.predictions} --out {params.out} 2> {log}"
+
+
+rule study:
+    input:
+        predictions=lambda wildcards: expand(
+            f"{RESULTS}/predictions/{study(wildcards.kind)[0]}/study/{{variant}}/{{case}}.nii.gz",
+            variant=study(wildcards.kind)[1],
+            case=split_cases("test"),
+        ),
+    output:
+        f"{RESULTS}/metrics/{{kind}}.csv",
+    log:
+        f"{RESULTS}/logs/study/{{kind}}.log",
+    wildcard_constraints:
+        kind="steps_study|seed_study",
+    conda:
+        ENV
+    threads: 1
+    params:
+        settings=settings("dataset", "preprocess", "evaluate"),
+        experiment=lambda wildcards: study(wildcards.kind)[0],
+        variants=lambda wildcards: study(wildcards.kind)[1],
+        cases=lambda wildcards: split_cases("test"),
+        study_dir=lambda wildcards: f"{RESULTS}/predictions/{study(wildcards.kind)[0]}/study",
+        nifti_dir=f"{RESULTS}/nifti",
+    shell:
+        "dosediff study --settings {params.settings:q} --experiment {params.experiment} --variants {params.variants} --cases {params.cases} --nifti-dir {params.nifti_dir} --study-dir {params.study_dir} --out {output} 2> {log}"
+
+
+rule report:
+    input:
+        metrics=expand(
+            f"{RESULTS}/metrics/{{experiment}}/per_case.csv",
+            experiment=EXPERIMENTS + [MEAN_DOSE],
+        ),
+        steps=[f"{RESULTS}/metrics/steps_study.csv"] if study("steps_study") else [],
+        seeds=[f"{RESULTS}/metrics/seed_study.csv"] if study("seed_study") else [],
+    output:
+        report(
+            directory(f"{RESULTS}/report"),
+            patterns=["{name}.md", "{name}.png"],
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
+    log:
+        f"{RESULTS}/logs/report.log",
+    conda:
+        ENV
+    threads: 1
+    params:
+        settings=settings("report"),
+        steps=lambda wildcards, input: f"--steps {input.steps}" if input.steps else "",
+        seeds=lambda wildcards, input: f"--seeds {input.seeds}" if input.seeds else "",
+    shell:
+        "dosediff report --settings {params.settings:q} --metrics {input.metrics} {params.steps} {params.seeds} --out {output} 2> {log}"

@@ -1,0 +1,81 @@
+# Training, prediction on the test split, and the trivial mean-dose predictor.
+
+
+rule train:
+    input:
+        h5=h5_of(["train", "validation"]),
+        splits=f"{RESULTS}/splits.json",
+    output:
+        weights=f"{RESULTS}/models/{{experiment}}/model.safetensors",
+        config=f"{RESULTS}/models/{{experiment}}/config.json",
+    log:
+        f"{RESULTS}/logs/train/{{experiment}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{experiment}}.tsv"
+    conda:
+        ENV
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=8000,
+    params:
+        settings=experiment_settings,
+        out=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
+    shell:
+        "dosediff train --settings {params.settings:q} --experiment {wildcards.experiment} --h5-dir {params.h5_dir} --splits {input.splits} --out {params.out} --threads {threads} 2> {log}"
+
+
+rule predict:
+    input:
+        weights=f"{RESULTS}/models/{{experiment}}/model.safetensors",
+        h5=f"{RESULTS}/h5/{{case}}.h5",
+        case=f"{RESULTS}/nifti/{{case}}",
+    output:
+        dose=f"{RESULTS}/predictions/{{experiment}}/{{case}}.nii.gz",
+        manifest=f"{RESULTS}/predictions/{{experiment}}/{{case}}.json",
+    log:
+        f"{RESULTS}/logs/predict/{{experiment}}/{{case}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{experiment}}/{{case}}.tsv"
+    wildcard_constraints:
+        experiment="|".join(EXPERIMENTS) or "no-experiment",
+    conda:
+        ENV
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=4000,
+    params:
+        model=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
+        overrides="",
+    shell:
+        "dosediff predict --model {params.model} --h5 {input.h5} --case-dir {input.case} --out {output.dose} --threads {threads} {params.overrides} 2> {log}"
+
+
+use rule predict as predict_study with:
+    output:
+        dose=f"{RESULTS}/predictions/{{experiment}}/study/steps{{steps}}_seed{{seed}}/{{case}}.nii.gz",
+        manifest=f"{RESULTS}/predictions/{{experiment}}/study/steps{{steps}}_seed{{seed}}/{{case}}.json",
+    log:
+        f"{RESULTS}/logs/predict/{{experiment}}/steps{{steps}}_seed{{seed}}/{{case}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/predict/{{experiment}}/steps{{steps}}_seed{{seed}}/{{case}}.tsv"
+    params:
+        model=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
+        overrides=lambda wildcards: f"--steps {wildcards.steps} --seed {wildcards.seed}",
+
+
+rule mean_dose:
+    input:
+        train=h5_of(["train"]),
+        h5=f"{RESULTS}/h5/{{case}}.h5",
+    output:
+        dose=f"{RESULTS}/predictions/{MEAN_DOSE}/{{case}}.nii.gz",
+        manifest=f"{RESULTS}/predictions/{MEAN_DOSE}/{{case}}.json",
+    log:
+        f"{RESULTS}/logs/predict/{MEAN_DOSE}/{{case}}.log",
+    conda:
+        ENV
+    threads: 1
+    shell:
+        "dosediff mean-dose --train-h5 {input.train} --h5 {input.h5} --out {output.dose} 2> {log}"
