@@ -105,8 +105,12 @@ class SplitConfig:
 
     seed: int = 0
     fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
+    evaluate_on: str = "test"  # the split that is predicted and evaluated
 
     def __post_init__(self) -> None:
+        if self.evaluate_on not in ("train", "validation", "test"):
+            raise input_error("setting split.evaluate_on", f"value {self.evaluate_on!r}",
+                              "train, validation or test", "set split.evaluate_on, e.g. test")
         if len(self.fractions) != 3 or abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
             raise input_error("setting split.fractions", f"value {self.fractions}",
                               "three non-negative fractions (train, validation, test) summing to 1",

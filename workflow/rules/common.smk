@@ -56,6 +56,7 @@ def source_folder(wildcards):
 EXPERIMENTS = list(config.get("experiments", {}) or {})
 MEAN_DOSE = "mean_dose"  # the trivial predictor every model must beat
 REPORT = config.get("report", {}) or {}
+EVAL_SPLIT = (config.get("split", {}) or {}).get("evaluate_on", "test")
 
 
 def experiment_settings(wildcards):

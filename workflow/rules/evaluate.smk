@@ -5,10 +5,10 @@ rule evaluate:
     input:
         predictions=lambda wildcards: expand(
             f"{RESULTS}/predictions/{wildcards.experiment}/{{case}}.nii.gz",
-            case=split_cases("test"),
+            case=split_cases(EVAL_SPLIT),
         ),
         references=lambda wildcards: expand(
-            f"{RESULTS}/nifti/{{case}}", case=split_cases("test")
+            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
         ),
     output:
         per_case=report(
@@ -34,7 +34,7 @@ rule evaluate:
         mem_mb=4000,
     params:
         settings=settings("dataset", "preprocess", "evaluate"),
-        cases=lambda wildcards: split_cases("test"),
+        cases=lambda wildcards: split_cases(EVAL_SPLIT),
         out=lambda wildcards: f"{RESULTS}/metrics/{wildcards.experiment}",
         nifti_dir=f"{RESULTS}/nifti",
         predictions=lambda wildcards: f"{RESULTS}/predictions/{wildcards.experiment}",
@@ -47,7 +47,7 @@ rule study:
         predictions=lambda wildcards: expand(
             f"{RESULTS}/predictions/{study(wildcards.kind)[0]}/study/{{variant}}/{{case}}.nii.gz",
             variant=study(wildcards.kind)[1],
-            case=split_cases("test"),
+            case=split_cases(EVAL_SPLIT),
         ),
     output:
         f"{RESULTS}/metrics/{{kind}}.csv",
@@ -62,7 +62,7 @@ rule study:
         settings=settings("dataset", "preprocess", "evaluate"),
         experiment=lambda wildcards: study(wildcards.kind)[0],
         variants=lambda wildcards: study(wildcards.kind)[1],
-        cases=lambda wildcards: split_cases("test"),
+        cases=lambda wildcards: split_cases(EVAL_SPLIT),
         study_dir=lambda wildcards: f"{RESULTS}/predictions/{study(wildcards.kind)[0]}/study",
         nifti_dir=f"{RESULTS}/nifti",
     shell:
