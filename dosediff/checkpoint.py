@@ -1,0 +1,161 @@
+"""Checkpoints (resume) and final weights (predict), both loadable without executing pickle.
+
+checkpoint.pt: one `torch.save` dict of tensors, numbers, strings, lists and dicts only, so
+`torch.load(weights_only=True)` reads it: model, EMA, optimizer and lr scheduler state
+dicts, RNG states (python, numpy, torch, CUDA, the noise generator) as tensors/lists, the
+step, and the resolved config as JSON text. Written to a temporary file then renamed
+(os.replace), so a run killed while saving leaves the previous checkpoint intact.
+
+Final weights: model.safetensors (EMA weights, what predict uses), model_raw.safetensors
+(the optimised weights) and config.json (the resolved ExperimentConfig, the dataset's ROI
+names and pairs, the normalisation, the step): everything predict needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from dosediff.config import from_dict
+from dosediff.errors import input_error
+from dosediff.experiment import ExperimentConfig
+
+FORMAT_VERSION = 1
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.safetensors"
+RAW_WEIGHTS = "model_raw.safetensors"
+CONFIG = "config.json"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write `state` atomically: a temporary file in the same folder, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as fh:  # the data must be on disk before the rename makes it current
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with the safe (weights-only) unpickler."""
+    try:
+        state = torch.load(Path(path), map_location=map_location, weights_only=True)
+    except Exception as err:  # a truncated or foreign file: say which and what to do
+        raise input_error(path, f"unreadable checkpoint ({type(err).__name__}: {err})",
+                          "a checkpoint written by `dosediff train`",
+                          "delete the file to start the experiment afresh") from err
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise input_error(path, f"format_version {state.get('format_version') if isinstance(state, dict) else None}",
+                          f"format_version {FORMAT_VERSION}", "delete the file to start the experiment afresh")
+    return state
+
+
+def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
+    """RNG states of python, numpy, torch (and CUDA) and the named generators, as tensors/lists."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {k: g.get_state() for k, g in (generators or {}).items()},
+    }
+    return state
+
+
+def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+    """Inverse of capture_rng."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    for name, gen in (generators or {}).items():
+        gen.set_state(state["generators"][name].cpu())
+
+
+def model_info(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], step: int,
+               image_size: list[int]) -> dict[str, Any]:
+    """What config.json holds besides the experiment: data layout, normalisation, progress."""
+    from dosediff.data.dataset import normalisation
+
+    from dosediff import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "dosediff_version": __version__,
+        "rois": list(rois),
+        "lr_pairs": [list(p) for p in lr_pairs],
+        "normalisation": normalisation(exp),
+        "image_size": list(image_size),
+        "step": int(step),
+    }
+
+
+def save_final(out_dir: Path, model: nn.Module, ema: nn.Module, exp: ExperimentConfig,
+               info: dict[str, Any]) -> Path:
+    """Write model.safetensors (EMA), model_raw.safetensors and config.json; return the weights path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, module in ((WEIGHTS, ema), (RAW_WEIGHTS, model)):
+        tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+        tmp = out_dir / (name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "experiment": exp.name})
+        os.replace(tmp, out_dir / name)
+    text = json.dumps({"experiment": exp.to_dict(), **info}, indent=2)
+    tmp = out_dir / (CONFIG + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, out_dir / CONFIG)
+    return out_dir / WEIGHTS
+
+
+def read_config(model_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """config.json -> (ExperimentConfig, the rest: rois, lr_pairs, normalisation, image_size, step)."""
+    path = Path(model_dir) / CONFIG
+    if not path.is_file():
+        raise input_error(path, "no such file", "config.json written by `dosediff train` beside the weights",
+                          "point at the experiment's model folder, or train the experiment first")
+    data = json.loads(path.read_text())
+    if data.get("format_version") != FORMAT_VERSION:
+        raise input_error(path, f"format_version {data.get('format_version')}", f"format_version {FORMAT_VERSION}",
+                          "retrain the experiment with this version of dosediff")
+    exp_data = data.pop("experiment")
+    exp = from_dict(ExperimentConfig, exp_data, f"{path}: experiment")
+    return exp, data
+
+
+def load_model(model_dir: Path, raw: bool = False, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, ExperimentConfig, dict[str, Any]]:
+    """Build the network from config.json and load the EMA (or raw) safetensors weights, in eval mode.
+
+    Returns (model, experiment config, info) where info has rois, lr_pairs, normalisation,
+    image_size and step."""
+    from dosediff.models.factory import build_model
+
+    model_dir = Path(model_dir)
+    exp, info = read_config(model_dir)
+    path = model_dir / (RAW_WEIGHTS if raw else WEIGHTS)
+    if not path.is_file():
+        raise input_error(path, "no such file", "weights written by `dosediff train`",
+                          "train the experiment first (the run writes them when it finishes)")
+    model = build_model(exp.network)
+    tensors = load_file(str(path), device="cpu")
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    if missing or unexpected:
+        raise input_error(path, f"weights that do not fit the network (missing {missing[:5]}, "
+                          f"unexpected {unexpected[:5]})", "the weights of the config.json beside it",
+                          "keep model.safetensors and config.json of the same run together")
+    return model.to(device).eval(), exp, info

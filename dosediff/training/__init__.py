@@ -1,0 +1,1 @@
+"""Parts of the training loop (dosediff.train): data order, EMA, processes, validation."""

@@ -1,0 +1,64 @@
+"""What the network is trained on and how it predicts a dose slice, for both model kinds.
+
+Diffusion (MMFNet): the epsilon MSE of dosediff.diffusion.loss on the normalised dose,
+and DDIM sampling (dosediff.diffusion.ddim) for predictions. UNet baseline: one forward
+pass regressing the normalised dose, trained with L1 (default; the usual dose-prediction
+objective, the paper does not name one) or MSE over the whole slice.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dosediff.experiment import ExperimentConfig
+
+
+def _cond(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    cond = batch["cond"]
+    return cond if cond.shape[1] else None
+
+
+def training_loss(model: nn.Module, batch: dict[str, torch.Tensor], exp: ExperimentConfig,
+                  schedule: object | None, generator: torch.Generator | None) -> torch.Tensor:
+    """Scalar loss of one batch (tensors already on the model's device)."""
+    ct, cond, dose = batch["ct"], _cond(batch), batch["dose"]  # (B,1,H,W), (B,K,H,W)|None, (B,1,H,W)
+    if exp.diffusion:
+        from dosediff.diffusion.loss import diffusion_loss
+
+        def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model(y_t, t, ct, cond)
+
+        return diffusion_loss(eps_fn, dose, schedule, generator=generator)  # t, noise from the generator
+    pred = model(ct, cond)  # (B, 1, H, W) normalised dose
+    if exp.train.regression_loss == "l1":
+        return F.l1_loss(pred.float(), dose)
+    return F.mse_loss(pred.float(), dose)
+
+
+@torch.no_grad()
+def predict_normalised(model: nn.Module, batch: dict[str, torch.Tensor], exp: ExperimentConfig,
+                       schedule: object | None, generator: torch.Generator | None) -> torch.Tensor:
+    """Predicted dose (B, 1, H, W) in [-1, 1]: DDIM with exp.sample's steps and eta (noise from
+    `generator`, a CPU generator), or one pass of the regressor."""
+    ct, cond = batch["ct"], _cond(batch)
+    if exp.diffusion:
+        from dosediff.diffusion.ddim import ddim_sample
+
+        def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model(y_t, t, ct, cond)
+
+        x0 = ddim_sample(eps_fn, tuple(ct.shape), schedule, steps=exp.sample.steps, eta=exp.sample.eta,
+                         generator=generator, device=ct.device)  # (B, 1, H, W)
+        return x0.float().clamp(-1.0, 1.0)
+    return model(ct, cond).float().clamp(-1.0, 1.0)
+
+
+def make_schedule(exp: ExperimentConfig, device: torch.device) -> object | None:
+    """The noise schedule of a diffusion experiment (None for the regressor)."""
+    if not exp.diffusion:
+        return None
+    from dosediff.diffusion.schedule import linear_schedule
+
+    return linear_schedule(device=device)
