@@ -1,0 +1,241 @@
+"""OpenKBP patient folder (sparse CSV, plain or .xz) -> Case, and a dose back to the official CSV.
+
+File format (FACTS.md "OpenKBP"): header row `,data`, then `flat_index,value` rows, the index
+0-based in C order into a 128x128x128 array; mask files (ROIs, possible_dose_mask) leave the
+value empty; a ROI the patient lacks has no file. `voxel_dimensions.csv` holds three lengths
+in mm: (in-plane, in-plane, slice).
+
+Orientation: OpenKBP axis 0 runs anterior->posterior, axis 1 patient right->left, axis 2 is
+the slice axis running superior->inferior. Case arrays are (z, y, x), so the array is
+transposed with (2, 0, 1): z = OpenKBP axis 2, y = axis 0 (+y is posterior in LPS), x = axis 1
+(+x is patient left in LPS). No axis is flipped, so the stored voxels keep their order and
+the direction matrix carries the orientation: diag(1, 1, -1) (the slice index runs towards
+inferior, i.e. -z in LPS). OpenKBP gives no origin; we use (0, 0, 0).
+
+CT values in the files are HU + 1024 with air (0) omitted, so a voxel absent from ct.csv is
+-1024 HU. Dose is float32 Gy exactly as written (absent voxels are 0 Gy).
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dosediff.config import DatasetConfig
+from dosediff.errors import input_error, warn
+from dosediff.volume import Case, Geometry
+
+SHAPE = (128, 128, 128)  # OpenKBP (axis0, axis1, axis2)
+N_VOXELS = SHAPE[0] * SHAPE[1] * SHAPE[2]
+CT_OFFSET = 1024  # file value = HU + 1024
+AIR_HU = -CT_OFFSET
+DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # slice index runs superior->inferior
+RESERVED = ("ct", "dose", "possible_dose_mask", "voxel_dimensions")
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    """`<stem>.csv` or `<stem>.csv.xz` in folder (plain wins when both exist)."""
+    for suffix in (".csv", ".csv.xz"):
+        path = folder / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _stem(path: Path) -> str | None:
+    name = path.name
+    for suffix in (".csv.xz", ".csv"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _read_bytes(path: Path, case_id: str) -> bytes:
+    try:
+        raw = path.read_bytes()
+        return lzma.decompress(raw) if path.name.endswith(".xz") else raw
+    except lzma.LZMAError as exc:
+        raise input_error(path, f"not a valid xz file ({exc})", "an xz-compressed OpenKBP CSV",
+                          "re-download or re-compress the file", case=case_id) from exc
+
+
+def _read_sparse(path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Parse one sparse CSV -> (flat indices int64, values float64 or None for masks)."""
+    text = _read_bytes(path, case_id)
+    header, _, _ = text[:64].partition(b"\n")
+    if header.strip().replace(b" ", b"") != b",data":
+        raise input_error(path, f"header {header[:40]!r}", "the OpenKBP header ',data'",
+                          "use the files of the open-kbp repository unchanged", case=case_id)
+    try:
+        df = pd.read_csv(io.BytesIO(text), engine="c", header=0, names=["index", "value"],
+                         dtype={"index": np.int64, "value": np.float64})
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise input_error(path, f"malformed CSV ({str(exc).splitlines()[0]})",
+                          "rows 'flat_index,value' with an integer index",
+                          "use the files of the open-kbp repository unchanged", case=case_id) from exc
+    index = df["index"].to_numpy()
+    if index.size and (index.min() < 0 or index.max() >= N_VOXELS):
+        bad = int(index.min() if index.min() < 0 else index.max())
+        raise input_error(path, f"flat index {bad} out of range", f"0 <= index < {N_VOXELS} (128^3, C order)",
+                          "the file is not an OpenKBP 128^3 volume; check its source", case=case_id)
+    if is_mask:
+        return index, None
+    values = df["value"].to_numpy()
+    if np.isnan(values).any():
+        row = int(np.flatnonzero(np.isnan(values))[0]) + 2
+        raise input_error(path, f"empty or non-numeric value on line {row}", "a number on every line",
+                          "use the files of the open-kbp repository unchanged", case=case_id)
+    return index, values
+
+
+def _dense(index: np.ndarray, values: np.ndarray | float, dtype: type, fill: float = 0) -> np.ndarray:
+    """Sparse (flat C-order index, values) -> dense OpenKBP (128,128,128) array."""
+    flat = np.full(N_VOXELS, fill, dtype=dtype)
+    flat[index] = values
+    return flat.reshape(SHAPE)
+
+
+def from_openkbp_array(arr: np.ndarray) -> np.ndarray:
+    """OpenKBP (axis0 A->P, axis1 R->L, axis2 S->I) array -> Case (z, y, x) array (a view)."""
+    return arr.transpose(2, 0, 1)
+
+
+def to_openkbp_array(arr_zyx: np.ndarray) -> np.ndarray:
+    """Case (z, y, x) array -> OpenKBP (128, 128, 128) array; the exact inverse of the reader's transpose."""
+    if arr_zyx.ndim != 3 or tuple(arr_zyx.shape) != (SHAPE[2], SHAPE[0], SHAPE[1]):
+        raise input_error("to_openkbp_array", f"array shape {arr_zyx.shape}", "(128, 128, 128) on the OpenKBP grid",
+                          "pass a dose on the original OpenKBP grid (use restore_to_original first)")
+    return np.ascontiguousarray(arr_zyx.transpose(1, 2, 0))
+
+
+def _read_spacing(path: Path, case_id: str) -> tuple[float, float, float]:
+    """voxel_dimensions (in-plane, in-plane, slice) mm -> Case spacing (z, y, x)."""
+    text = _read_bytes(path, case_id).decode("ascii", errors="replace")
+    try:
+        dims = [float(v) for v in text.split()]
+    except ValueError:
+        dims = []
+    if len(dims) != 3 or not all(np.isfinite(dims)) or min(dims) <= 0:
+        raise input_error(path, f"content {text.strip()[:60]!r}", "three positive lengths in mm (in-plane, in-plane, slice)",
+                          "restore voxel_dimensions.csv from the open-kbp repository", case=case_id)
+    return (dims[2], dims[0], dims[1])
+
+
+def _roi_lookup(dataset: DatasetConfig) -> dict[str, str]:
+    """File stem (lower case) -> canonical ROI name, from dataset.rois and dataset.aliases."""
+    lookup = {name.lower(): name for name in dataset.rois}
+    for canonical, others in dataset.aliases.items():
+        for other in others:
+            lookup[other.lower()] = canonical
+    return lookup
+
+
+def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool = True) -> Case:
+    """Read one OpenKBP patient folder (plain `.csv` or `.csv.xz`) into a Case on the 128^3 grid.
+
+    CT: int16 HU (file value - 1024; voxels absent from the file are air, -1024 HU; values that
+    would overflow int16 are clipped with a warning). Dose: float32 Gy as written. ROI masks in
+    dataset.rois order (aliases mapped); possible_dose_mask kept as Case.possible_dose.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise input_error(folder, "no such folder", "an OpenKBP patient folder (ct.csv, dose.csv, ...)",
+                          "check dataset.input_dir and the case name", case=case_id)
+    dims_path = _find(folder, "voxel_dimensions")
+    if dims_path is None:
+        raise input_error(folder / "voxel_dimensions.csv", "file missing", "voxel sizes in mm for this patient",
+                          "copy voxel_dimensions.csv(.xz) from the open-kbp repository into the folder", case=case_id)
+    spacing = _read_spacing(dims_path, case_id)
+
+    ct_path = _find(folder, "ct")
+    if ct_path is None:
+        raise input_error(folder / "ct.csv", "file missing", "the patient's CT as ct.csv or ct.csv.xz",
+                          "copy ct.csv(.xz) from the open-kbp repository into the folder", case=case_id)
+    index, values = _read_sparse(ct_path, case_id, is_mask=False)
+    hu = np.rint(values) - CT_OFFSET
+    info = np.iinfo(np.int16)
+    if hu.size and (hu.min() < info.min or hu.max() > info.max):
+        warn(ct_path, f"CT values outside int16 HU range ({hu.min():.0f}..{hu.max():.0f} HU)",
+             f"clipped to {info.min}..{info.max} HU", case=case_id)
+        hu = np.clip(hu, info.min, info.max)
+    ct = from_openkbp_array(_dense(index, hu.astype(np.int16), np.int16, fill=AIR_HU))
+
+    dose = None
+    dose_path = _find(folder, "dose")
+    if dose_path is not None:
+        index, values = _read_sparse(dose_path, case_id, is_mask=False)
+        dose = from_openkbp_array(_dense(index, values.astype(np.float32), np.float32))
+    elif require_dose:
+        raise input_error(folder / "dose.csv", "file missing", "the planned dose as dose.csv or dose.csv.xz",
+                          "add the dose file, or read the folder as a new case without dose (require_dose=False)",
+                          case=case_id)
+
+    possible = None
+    pdm_path = _find(folder, "possible_dose_mask")
+    if pdm_path is not None:
+        index, _ = _read_sparse(pdm_path, case_id, is_mask=True)
+        possible = from_openkbp_array(_dense(index, 1, np.uint8))
+
+    lookup = _roi_lookup(dataset)
+    ignored = {n.lower() for n in dataset.ignore_rois}
+    found: dict[str, np.ndarray] = {}
+    for path in sorted(folder.iterdir()):
+        stem = _stem(path)
+        if stem is None or stem in RESERVED or stem.lower() in ignored:
+            continue
+        if path.name.endswith(".xz") and (folder / path.name[:-3]).is_file():
+            continue  # both forms present: the plain file is read instead
+        canonical = lookup.get(stem.lower())
+        if canonical is None:
+            warn(path, f"ROI {stem!r} is not in dataset.rois or its aliases", "the ROI is skipped", case=case_id)
+            continue
+        index, _ = _read_sparse(path, case_id, is_mask=True)
+        found[canonical] = from_openkbp_array(_dense(index, 1, np.uint8))
+    masks = {name: np.ascontiguousarray(found[name]) for name in dataset.rois if name in found}
+
+    geometry = Geometry(shape=(SHAPE[2], SHAPE[0], SHAPE[1]), spacing=spacing, origin=(0.0, 0.0, 0.0),
+                        direction=DIRECTION)
+    return Case(
+        case_id=case_id,
+        geometry=geometry,
+        ct=np.ascontiguousarray(ct),
+        dose=None if dose is None else np.ascontiguousarray(dose),
+        masks=masks,
+        possible_dose=None if possible is None else np.ascontiguousarray(possible),
+        prescription_gy=dataset.prescription_gy,
+        meta={"source": "openkbp"},
+    )
+
+
+def write_openkbp_dose_csv(dose_zyx: np.ndarray, path: Path) -> None:
+    """Write a (z, y, x) dose on the OpenKBP grid in the official sparse format (nonzero voxels only).
+
+    Values are written as the shortest text that reads back to the same float32; a path ending
+    in `.xz` is compressed. The file appears atomically.
+    """
+    arr = to_openkbp_array(np.asarray(dose_zyx, dtype=np.float32))
+    flat = arr.ravel()
+    if not np.isfinite(flat).all():
+        raise input_error(path, "dose contains NaN or infinite values", "finite doses in Gy",
+                          "check the prediction before export")
+    index = np.flatnonzero(flat)
+    lines = np.char.add(np.char.add(index.astype(str), ","), flat[index].astype(str))
+    body = (",data\n" + "\n".join(lines.tolist()) + ("\n" if index.size else "")).encode("ascii")
+    path = Path(path)
+    if path.name.endswith(".xz"):
+        body = lzma.compress(body)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
