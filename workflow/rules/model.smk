@@ -21,6 +21,7 @@ rule train:
     params:
         settings=experiment_settings,
         out=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
+        h5_dir=f"{RESULTS}/h5",
     shell:
         "dosediff train --settings {params.settings:q} --experiment {wildcards.experiment} --h5-dir {params.h5_dir} --splits {input.splits} --out {params.out} --threads {threads} 2> {log}"
 
