@@ -1,0 +1,193 @@
+"""`dosediff predict`: trained weights + one preprocessed case -> dose on the original CT grid.
+
+predict_case writes, beside out_path = <dir>/<case>.nii.gz: the dose (float32 Gy, NIfTI on
+the ingest CT's geometry, 0 outside the body and the possible-dose mask), <case>_std.nii.gz
+(per-voxel std over sample.n_samples > 1 samples), <case>_RTDOSE.dcm (cases ingested from
+DICOM: references the source CT's study and frame of reference) and <case>.json, the
+manifest (files, sampling settings, slices sampled, seconds), written last.
+
+Only the slices that can receive dose are predicted (body present, and the possible-dose
+mask where the dataset has one), in batches of sample.batch_size; the others are 0. What
+the seed fixes is described in dosediff.prediction.sampling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dosediff import __version__
+from dosediff.checkpoint import load_model
+from dosediff.config import from_dict
+from dosediff.data.augment import lr_permutation
+from dosediff.diffusion.schedule import linear_schedule
+from dosediff.errors import input_error, log, warn
+from dosediff.experiment import ExperimentConfig, SampleConfig
+from dosediff.io.nifti import read_case
+from dosediff.prediction.inputs import load_case_inputs
+from dosediff.prediction.outputs import (
+    check_same_case, dicom_refs, dose_region, output_paths, to_original, write_outputs,
+)
+from dosediff.prediction.sampling import (
+    DiffusionPredictor, RegressionPredictor, SlicePredictor, sample_volume, slice_noise,
+)
+
+
+@dataclass
+class LoadedModel:
+    """A model folder loaded for prediction."""
+
+    model_dir: Path
+    model: nn.Module
+    exp: ExperimentConfig
+    info: dict[str, Any]
+    device: torch.device
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """The requested device, or CUDA when present, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise input_error("setting device", f"value {device!r}", "a device present on this machine",
+                          "use cpu, or leave the device unset to pick CUDA when present")
+    return dev
+
+
+def resolve_sample(exp: ExperimentConfig, overrides: dict | None) -> SampleConfig:
+    """The experiment's sample settings with `overrides` (keys of SampleConfig) applied and checked."""
+    if not overrides:
+        return exp.sample
+    return from_dict(SampleConfig, {**dataclasses.asdict(exp.sample), **overrides}, f"experiments.{exp.name}.sample")
+
+
+def load_for_prediction(model_dir: Path, device: str | None = None) -> LoadedModel:
+    """Load model.safetensors + config.json (no pickle) onto the device, in eval mode."""
+    dev = resolve_device(device)
+    model, exp, info = load_model(Path(model_dir), device=dev)
+    return LoadedModel(Path(model_dir), model, exp, info, dev)
+
+
+def uses_condition_cache(exp: ExperimentConfig) -> bool:
+    """True when the CT/condition encoders ignore the timestep, so their features are computed
+    once per batch and reused at every DDIM step and sample."""
+    net = exp.network
+    return exp.diffusion and net.multiscale and not net.cond_encoders_use_time
+
+
+def make_predictor(loaded: LoadedModel, sample: SampleConfig, use_cache: bool | None = None) -> SlicePredictor:
+    """DDIM over the diffusion model, or one pass of the UNet baseline; bf16 autocast on CUDA."""
+    exp, dev = loaded.exp, loaded.device
+    bf16 = dev.type == "cuda"
+    if not exp.diffusion:
+        return RegressionPredictor(loaded.model, dev, bf16)
+    cache = uses_condition_cache(exp) if use_cache is None else use_cache
+    return DiffusionPredictor(loaded.model, linear_schedule(device="cpu"), sample.steps, sample.eta, cache, dev, bf16)
+
+
+def predict_case(model_dir: Path, h5_path: Path, case_dir: Path, out_path: Path,
+                 sample_overrides: dict | None = None, device: str | None = None,
+                 threads: int | None = None) -> dict:
+    """Predict one case with the weights in model_dir; write <case>.nii.gz (and std, RTDOSE)
+    and the manifest <case>.json; return the manifest."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    started = time.perf_counter()
+    loaded = load_for_prediction(model_dir, device)
+    return run_case(loaded, Path(h5_path), Path(case_dir), Path(out_path), sample_overrides, started)
+
+
+def predict_cases(model_dir: Path, h5_dir: Path, nifti_dir: Path, case_ids: list[str], out_dir: Path,
+                  sample_overrides: dict | None = None, device: str | None = None,
+                  threads: int | None = None) -> list[dict]:
+    """predict_case for several cases (<h5_dir>/<case>.h5, <nifti_dir>/<case>/), loading the model once."""
+    if threads:
+        torch.set_num_threads(int(threads))
+    loaded = load_for_prediction(model_dir, device)
+    return [run_case(loaded, Path(h5_dir) / f"{case}.h5", Path(nifti_dir) / case, Path(out_dir) / f"{case}.nii.gz",
+                     sample_overrides, time.perf_counter()) for case in case_ids]
+
+
+def run_case(loaded: LoadedModel, h5_path: Path, case_dir: Path, out_path: Path,
+             sample_overrides: dict | None, started: float) -> dict:
+    """predict_case with the model already loaded; `started` is when the timing began."""
+    exp, info = loaded.exp, loaded.info
+    sample = resolve_sample(exp, sample_overrides)
+    if not exp.diffusion and sample.n_samples > 1:
+        warn(f"setting experiments.{exp.name}.sample.n_samples", f"{sample.n_samples} for the one-step UNet "
+             "baseline", "its samples would all be equal; predicting once, without a std map")
+        sample = dataclasses.replace(sample, n_samples=1)
+    paths = output_paths(out_path)
+    case = read_case(case_dir)
+    inputs = load_case_inputs(h5_path, exp, info["rois"], info.get("image_size"))
+    check_same_case(case, inputs.attrs, h5_path, case_dir)
+    if case.case_id != inputs.case_id:
+        warn(h5_path, f"case id {inputs.case_id!r} while {case_dir} holds {case.case_id!r}",
+             "the grids agree, so predicting; check the file pairing")
+
+    if not len(inputs.slices):
+        warn(h5_path, "no slice with body (and possible-dose) voxels", "the prediction is 0 Gy everywhere",
+             case=inputs.case_id)
+    predictor = make_predictor(loaded, sample)
+    z, h, w = inputs.n_slices, *inputs.ct.shape[2:]
+
+    def noise_fn(s: int, slices: np.ndarray, draws: int) -> torch.Tensor:
+        return slice_noise(sample.seed, inputs.case_id, s, slices, draws, (h, w))
+
+    t0 = time.perf_counter()
+    mean, std = sample_volume(
+        predictor, inputs.ct, inputs.cond, inputs.slices, noise_fn, n_samples=sample.n_samples,
+        tta_flip=sample.tta_flip, lr_swap=lr_permutation(list(info["rois"]), list(info.get("lr_pairs", []))),
+        batch_size=sample.batch_size, dose_max_gy=exp.train.dose_max_gy, device=loaded.device,
+    )  # (N, H, W) Gy
+    sampling_seconds = time.perf_counter() - t0
+
+    region = dose_region(case, inputs.attrs, inputs.body, inputs.possible_dose)  # (Zo, Yo, Xo) bool
+
+    def restore(values: np.ndarray, max_gy: float | None) -> np.ndarray:
+        full = np.zeros((z, h, w), np.float32)  # slices that cannot receive dose stay 0 Gy
+        full[inputs.slices] = values
+        return to_original(full, inputs.attrs, region, max_gy)
+
+    dose = restore(mean, exp.train.dose_max_gy)
+    std_map = restore(std, None) if std is not None else None
+    manifest = {
+        "case_id": inputs.case_id,
+        "experiment": exp.name,
+        "model": exp.model,
+        "model_step": info.get("step"),
+        "sample": dataclasses.asdict(sample),
+        "seed": sample.seed,
+        "noise": "per slice, from (seed, case id, sample index, stored-grid z)",
+        "condition_cache": isinstance(predictor, DiffusionPredictor) and predictor.use_cache,
+        "slices_sampled": int(len(inputs.slices)),
+        "slices_total": int(z),
+        "forward_passes": forward_passes(len(inputs.slices), sample, exp.diffusion),
+        "device": str(loaded.device),
+        "precision": "bf16 autocast" if loaded.device.type == "cuda" else "fp32",
+        "threads": torch.get_num_threads(),
+        "max_predicted_gy": round(float(dose.max()), 4),
+        "grid": case.geometry.to_dict(),
+        "sampling_seconds": round(sampling_seconds, 3),
+        "dosediff_version": __version__,
+    }
+    write_outputs(paths, case.geometry, dose, std_map, dicom_refs(case), f"dosediff {exp.name}"[:64],
+                  manifest, started)
+    log.info(f"case {inputs.case_id}: {exp.name} predicted {len(inputs.slices)}/{z} slices in "
+             f"{manifest['seconds']:.1f} s -> {paths['dose']}")
+    return manifest
+
+
+def forward_passes(n_slices: int, sample: SampleConfig, diffusion: bool) -> int:
+    """Network calls (batches x steps x samples x views) of one case."""
+    batches = -(-n_slices // sample.batch_size)
+    per_batch = (sample.steps if diffusion else 1) * sample.n_samples * (2 if sample.tta_flip else 1)
+    return batches * per_batch

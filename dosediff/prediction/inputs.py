@@ -1,0 +1,80 @@
+"""One preprocessed case -> the normalised network inputs of the slices that can receive dose.
+
+Normalisation goes through dosediff.data.dataset (normalise_ct, condition_scale) and the
+HDF5 is checked with its H5Slices (ROI order, condition array present), so training and
+prediction see identical inputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dosediff.data.dataset import H5Slices, condition_scale, normalise_ct
+from dosediff.data.h5 import read_case_h5
+from dosediff.errors import input_error
+from dosediff.experiment import ExperimentConfig
+
+
+@dataclass
+class CaseInputs:
+    """Network inputs of one case on the stored (cropped, resized) grid."""
+
+    case_id: str
+    ct: torch.Tensor  # (N, 1, H, W) float32 in [-1, 1], the sampled slices only
+    cond: torch.Tensor | None  # (N, K, H, W) float32, None for condition "none"
+    slices: np.ndarray  # (N,) stored-grid z index of each sampled slice
+    n_slices: int  # Z of the stored grid
+    body: np.ndarray  # (Z, H, W) uint8 stored-grid body
+    possible_dose: np.ndarray | None  # (Z, H, W) uint8 where the dataset has one
+    attrs: dict  # the HDF5 attributes (original grid, crop box, resize factors, ...)
+
+
+def dose_slices(body: np.ndarray, possible_dose: np.ndarray | None) -> np.ndarray:
+    """z indices of the slices that can receive dose: body present (and possible-dose mask, if any)."""
+    keep = body.reshape(body.shape[0], -1).any(axis=1)
+    if possible_dose is not None:
+        keep &= possible_dose.reshape(possible_dose.shape[0], -1).any(axis=1)
+    return np.flatnonzero(keep)
+
+
+def normalise_condition(stored: np.ndarray, condition: str) -> np.ndarray:
+    """Condition channels in stored units -> network input, as SliceDataset.item does:
+    masks binarised, distance maps times condition_scale (MSDM / 100)."""
+    if condition == "mask":
+        return (stored > 0).astype(np.float32)
+    return (stored * np.float32(condition_scale(condition))).astype(np.float32)
+
+
+def load_case_inputs(h5_path: Path, exp: ExperimentConfig, rois: list[str],
+                     image_size: list[int] | None = None) -> CaseInputs:
+    """Read and check one HDF5 case and build the normalised inputs of its dose-receiving slices."""
+    h5_path = Path(h5_path)
+    checked = H5Slices(h5_path, exp.condition, rois, need_dose=False)  # schema, ROI order, condition array
+    key = checked.condition_key
+    arrays, attrs = read_case_h5(h5_path)
+    z, h, w = (int(v) for v in arrays["ct"].shape)
+    if image_size is not None and [h, w] != [int(v) for v in image_size]:
+        raise input_error(h5_path, f"slices of {h}x{w}", f"the {image_size[0]}x{image_size[1]} slices the model "
+                          "was trained on", "preprocess the case with the training run's preprocess.size")
+    exp.network.check_input_size(h, w)
+    missing = [k for k in ("original_shape", "crop_box", "cropped_shape") if k not in attrs]
+    if missing:
+        raise input_error(h5_path, f"no attributes {missing}", "the grid attributes written by preprocessing",
+                          "re-run the preprocess step for this case")
+    body = (arrays["body"] > 0).astype(np.uint8)
+    possible = arrays.get("possible_dose")
+    possible = None if possible is None else (possible > 0).astype(np.uint8)
+    slices = dose_slices(body, possible)
+
+    ct = normalise_ct(arrays["ct"][slices].astype(np.float32), exp.train.ct_range)[:, None]  # (N, 1, H, W)
+    cond = None
+    if key is not None:
+        stored = np.moveaxis(arrays[key][:, slices], 0, 1)  # (K, N, H, W) -> (N, K, H, W)
+        cond = torch.from_numpy(np.ascontiguousarray(normalise_condition(stored, exp.condition)))
+    case_id = str(attrs.get("case_id") or h5_path.name.removesuffix(".h5"))
+    return CaseInputs(case_id, torch.from_numpy(np.ascontiguousarray(ct, dtype=np.float32)), cond,
+                      slices, z, body, possible, attrs)

@@ -1,0 +1,134 @@
+"""Stored-grid dose -> original CT grid, masked, written atomically as NIfTI (and RTDOSE).
+
+Every file is first written to a hidden temporary sibling; only when all of a case's files
+exist are they renamed into place (os.replace), the manifest last, so a failure leaves no
+partial output and a present manifest means a complete prediction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dosediff.errors import input_error
+from dosediff.io.nifti import write_image
+from dosediff.io.rtdose_writer import write_rtdose
+from dosediff.preprocess.body import body_mask
+from dosediff.preprocess.resample import restore_to_original
+from dosediff.volume import Case, Geometry
+
+DICOM_REFS = ("study_uid", "frame_of_reference_uid", "ct_sop_uids")
+
+
+def output_paths(out_path: Path) -> dict[str, Path]:
+    """Paths of one case's outputs from the dose path `<dir>/<case>.nii.gz`:
+    dose, std (`<case>_std.nii.gz`), rtdose (`<case>_RTDOSE.dcm`), manifest (`<case>.json`)."""
+    out_path = Path(out_path)
+    name = out_path.name
+    stem = name[:-7] if name.endswith(".nii.gz") else name[:-4] if name.endswith(".nii") else None
+    if not stem:
+        raise input_error(out_path, "an output name without .nii.gz", "<case>.nii.gz",
+                          "name the prediction e.g. predictions/<experiment>/<case>.nii.gz")
+    d = out_path.parent
+    return {"dose": out_path, "std": d / f"{stem}_std.nii.gz", "rtdose": d / f"{stem}_RTDOSE.dcm",
+            "manifest": d / f"{stem}.json"}
+
+
+def original_geometry(attrs: dict) -> Geometry:
+    """The original CT grid recorded in the HDF5 attributes."""
+    return Geometry(tuple(attrs["original_shape"]), tuple(attrs["original_spacing"]),
+                    tuple(attrs["original_origin"]), tuple(attrs["original_direction"]))
+
+
+def check_same_case(case: Case, attrs: dict, h5_path: Path, case_dir: Path) -> None:
+    """The ingest folder and the HDF5 must describe the same CT grid."""
+    stored = original_geometry(attrs)
+    if not stored.same_grid(case.geometry):
+        raise input_error(case_dir, f"CT grid {case.geometry.shape} at {case.geometry.origin}",
+                          f"the original grid {stored.shape} at {stored.origin} recorded in {h5_path}",
+                          "pass the ingest folder and the HDF5 file of the same case (re-run preprocessing "
+                          "if the case was ingested again)", case=case.case_id)
+
+
+def dose_region(case: Case, attrs: dict, body_stored: np.ndarray,
+                possible_stored: np.ndarray | None) -> np.ndarray:
+    """(Z, Y, X) bool on the original grid where dose may be nonzero: the body (recomputed from
+    the CT with preprocessing's threshold, so it is exact on this grid) and the possible-dose
+    mask where the dataset has one."""
+    threshold = attrs.get("body_threshold_hu")
+    if threshold is not None:
+        region = body_mask(case.ct, float(threshold)) > 0
+    else:  # an HDF5 without the threshold: bring its body back instead
+        region = restore_to_original(body_stored, attrs, kind="mask") > 0
+    if case.possible_dose is not None:
+        region &= case.possible_dose > 0
+    elif possible_stored is not None:
+        region &= restore_to_original(possible_stored, attrs, kind="mask") > 0
+    return region
+
+
+def to_original(volume_zhw: np.ndarray, attrs: dict, region: np.ndarray, max_gy: float | None = None) -> np.ndarray:
+    """Stored-grid (Z, H, W) Gy -> float32 original-grid Gy, 0 outside `region`, clipped to
+    [0, max_gy]: restore_to_original inverts an upsample by least squares, which can
+    overshoot where the prediction is rough; the network cannot express doses beyond its
+    normalisation range (train.dose_max_gy) anyway."""
+    out = restore_to_original(volume_zhw.astype(np.float32), attrs)  # (Zo, Yo, Xo) Gy
+    out[~region] = 0.0
+    return np.clip(out, 0.0, max_gy, out=out)
+
+
+def dicom_refs(case: Case) -> dict | None:
+    """The source CT's UIDs when the case came from DICOM (None otherwise)."""
+    refs = {k: case.meta.get(k) for k in DICOM_REFS if case.meta.get(k)}
+    return refs if refs.get("study_uid") and refs.get("frame_of_reference_uid") else None
+
+
+def _tmp(path: Path) -> Path:
+    """Hidden sibling with the same extension (SimpleITK picks the writer from it)."""
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    return path.with_name(f".{path.name[: -len(suffix)]}.tmp-{os.getpid()}{suffix}")
+
+
+def write_outputs(paths: dict[str, Path], geometry: Geometry, dose: np.ndarray, std: np.ndarray | None,
+                  refs: dict | None, description: str, manifest: dict, started: float) -> dict[str, str]:
+    """Write dose (and std, RTDOSE) and the manifest atomically; remove stale outputs of an
+    earlier run that this one does not produce. Sets manifest["files"] and manifest["seconds"]
+    (since `started`, a time.perf_counter value, up to the manifest) and returns the files,
+    {role: file name}."""
+    jobs: list[tuple[str, Path]] = [("dose", paths["dose"])]
+    if std is not None:
+        jobs.append(("std", paths["std"]))
+    if refs is not None:
+        jobs.append(("rtdose", paths["rtdose"]))
+    files = {role: p.name for role, p in jobs}
+    manifest["files"] = files
+    temps: list[tuple[Path, Path]] = []
+    paths["dose"].parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for role, path in jobs:
+            tmp = _tmp(path)
+            temps.append((tmp, path))
+            if role == "dose":
+                write_image(dose.astype(np.float32), geometry, tmp)
+            elif role == "std":
+                write_image(std.astype(np.float32), geometry, tmp)
+            else:
+                write_rtdose(dose, geometry, refs, tmp, description=description)
+        tmp = _tmp(paths["manifest"])
+        temps.append((tmp, paths["manifest"]))
+        manifest["seconds"] = round(time.perf_counter() - started, 3)
+        tmp.write_text(json.dumps(manifest, indent=2))
+        paths["manifest"].unlink(missing_ok=True)  # no manifest until every file is in place
+        for role in ("std", "rtdose"):  # a previous run's extra files would contradict the manifest
+            if role not in files:
+                paths[role].unlink(missing_ok=True)
+        for tmp, path in temps:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+    return files
