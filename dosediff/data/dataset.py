@@ -56,6 +56,14 @@ def condition_scale(condition: str) -> float:
     return MSDM_SCALE if condition == "msdm" else 1.0
 
 
+def normalise_condition(stored: np.ndarray, condition: str) -> np.ndarray:
+    """Condition channels in stored units -> network input: masks as 0/1, distance maps
+    times condition_scale (MSDM / 100, as the paper)."""
+    if condition == "mask":
+        return (stored > 0).astype(np.float32)
+    return (stored * np.float32(condition_scale(condition))).astype(np.float32)
+
+
 def normalisation(exp: ExperimentConfig) -> dict[str, Any]:
     """How inputs were mapped for this experiment (written to config.json for predict)."""
     return {
@@ -154,11 +162,7 @@ class SliceDataset(Dataset):
         ci, z = self.index[i]
         raw = self.cases[ci].read(z)
         t = self.exp.train
-        cond = raw["cond"]
-        if self.exp.condition == "mask":
-            cond = (cond > 0).astype(np.float32)
-        else:
-            cond = cond * np.float32(condition_scale(self.exp.condition))
+        cond = normalise_condition(raw["cond"], self.exp.condition)
         return {
             "ct": torch.from_numpy(normalise_ct(raw["ct"], t.ct_range)[None].astype(np.float32)),  # (1, H, W)
             "dose": torch.from_numpy(normalise_dose(raw["dose"], t.dose_max_gy)[None].astype(np.float32)),

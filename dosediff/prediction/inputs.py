@@ -1,6 +1,6 @@
 """One preprocessed case -> the normalised network inputs of the slices that can receive dose.
 
-Normalisation goes through dosediff.data.dataset (normalise_ct, condition_scale) and the
+Normalisation goes through dosediff.data.dataset (normalise_ct, normalise_condition) and the
 HDF5 is checked with its H5Slices (ROI order, condition array present), so training and
 prediction see identical inputs.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dosediff.data.dataset import H5Slices, condition_scale, normalise_ct
+from dosediff.data.dataset import H5Slices, normalise_condition, normalise_ct
 from dosediff.data.h5 import read_case_h5
 from dosediff.errors import input_error
 from dosediff.experiment import ExperimentConfig
@@ -39,14 +39,6 @@ def dose_slices(body: np.ndarray, possible_dose: np.ndarray | None) -> np.ndarra
     if possible_dose is not None:
         keep &= possible_dose.reshape(possible_dose.shape[0], -1).any(axis=1)
     return np.flatnonzero(keep)
-
-
-def normalise_condition(stored: np.ndarray, condition: str) -> np.ndarray:
-    """Condition channels in stored units -> network input, as SliceDataset.item does:
-    masks binarised, distance maps times condition_scale (MSDM / 100)."""
-    if condition == "mask":
-        return (stored > 0).astype(np.float32)
-    return (stored * np.float32(condition_scale(condition))).astype(np.float32)
 
 
 def load_case_inputs(h5_path: Path, exp: ExperimentConfig, rois: list[str],
