@@ -1,0 +1,47 @@
+"""Noise schedule and forward noising (paper Eqs. 1-2).
+
+Timesteps are 0-based here, t in [0, T-1], as in ADM and diffusers; the paper's 1-based
+step t+1 is our t. alphas_cumprod[t] is the paper's alpha-bar_{t+1}.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dosediff.errors import input_error
+
+
+def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
+    """Linear variance schedule (DDPM; the authors' code), float64 (T,).
+
+    The paper's sentence on it is garbled (FACTS.md): betas rise linearly from 1e-4 to 0.02."""
+    if num_timesteps < 2 or not 0.0 < beta_start < beta_end < 1.0:
+        raise input_error("setting diffusion schedule", f"T={num_timesteps}, betas {beta_start}..{beta_end}",
+                          "T >= 2 and 0 < beta_start < beta_end < 1", "use T 1000, betas 1e-4..0.02")
+    return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
+
+
+def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
+    """alpha-bar_t = prod_{s<=t} (1 - beta_s), float64 (T,)."""
+    return torch.cumprod(1.0 - betas.double(), dim=0)
+
+
+def linear_schedule(
+    num_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """alphas_cumprod of the linear schedule, float64 (T,) on `device`; what the loss and DDIM take."""
+    return alphas_cumprod(linear_betas(num_timesteps, beta_start, beta_end)).to(device)
+
+
+def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Sample q(y_t | y_0) (Eq. 2): sqrt(abar_t) x0 + sqrt(1 - abar_t) noise.
+
+    x0, noise (B, ...); t (B,) 0-based integer timesteps; returns (B, ...) in x0's dtype."""
+    abar = alphas_cumprod.to(x0.device)[t.to(x0.device)]  # (B,) float64
+    shape = (-1,) + (1,) * (x0.dim() - 1)
+    a = abar.sqrt().to(x0.dtype).reshape(shape)
+    s = (1.0 - abar).sqrt().to(x0.dtype).reshape(shape)
+    return a * x0 + s * noise
