@@ -73,6 +73,9 @@ def load_for_prediction(model_dir: Path, device: str | None = None) -> LoadedMod
     """Load model.safetensors + config.json (no pickle) onto the device, in eval mode."""
     dev = resolve_device(device)
     model, exp, info = load_model(Path(model_dir), device=dev)
+    if dev.type == "cpu":
+        # Channels-last convolutions sample about 25 % faster on CPUs (same numbers to ~1e-6).
+        model = model.to(memory_format=torch.channels_last)
     return LoadedModel(Path(model_dir), model, exp, info, dev)
 
 
@@ -84,13 +87,15 @@ def uses_condition_cache(exp: ExperimentConfig) -> bool:
 
 
 def make_predictor(loaded: LoadedModel, sample: SampleConfig, use_cache: bool | None = None) -> SlicePredictor:
-    """DDIM over the diffusion model, or one pass of the UNet baseline; bf16 autocast on CUDA."""
+    """DDIM over the diffusion model, or one pass of the UNet baseline; bf16 autocast on CUDA
+    unless sample.bf16 says otherwise."""
     exp, dev = loaded.exp, loaded.device
-    bf16 = dev.type == "cuda"
+    bf16 = sample.bf16 if sample.bf16 is not None else dev.type == "cuda"
     if not exp.diffusion:
         return RegressionPredictor(loaded.model, dev, bf16)
     cache = uses_condition_cache(exp) if use_cache is None else use_cache
-    return DiffusionPredictor(loaded.model, linear_schedule(device="cpu"), sample.steps, sample.eta, cache, dev, bf16)
+    return DiffusionPredictor(loaded.model, linear_schedule(device="cpu"), sample.steps, sample.eta, cache, dev, bf16,
+                              exp.prediction)
 
 
 def predict_case(model_dir: Path, h5_path: Path, case_dir: Path, out_path: Path,
@@ -172,7 +177,7 @@ def run_case(loaded: LoadedModel, h5_path: Path, case_dir: Path, out_path: Path,
         "slices_total": int(z),
         "forward_passes": forward_passes(len(inputs.slices), sample, exp.diffusion),
         "device": str(loaded.device),
-        "precision": "bf16 autocast" if loaded.device.type == "cuda" else "fp32",
+        "precision": "bf16 autocast" if predictor.bf16 else "fp32",
         "threads": torch.get_num_threads(),
         "max_predicted_gy": round(float(dose.max()), 4),
         "grid": case.geometry.to_dict(),

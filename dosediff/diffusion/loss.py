@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from dosediff.diffusion.parametrization import training_target
 from dosediff.diffusion.schedule import q_sample
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -23,8 +24,10 @@ def diffusion_loss(
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    prediction: str = "epsilon",
 ) -> torch.Tensor:
-    """MSE between true and predicted noise; t ~ U{0..T-1} and noise ~ N(0, I) unless given.
+    """MSE between true and predicted noise (or v, see parametrization.py); t ~ U{0..T-1} and
+    noise ~ N(0, I) unless given.
 
     x0: clean dose (B, 1, H, W) in [-1, 1]; returns a scalar. A generator (on any device;
     the draws are moved to x0's) makes them reproducible."""
@@ -35,5 +38,6 @@ def diffusion_loss(
     if noise is None:
         noise = torch.randn(x0.shape, device=draw_on, dtype=x0.dtype, generator=generator).to(device)
     y_t = q_sample(x0, t, noise, alphas_cumprod)  # (B, 1, H, W)
-    eps = model_fn(y_t, t)
-    return torch.mean((eps.float() - noise.float()) ** 2)
+    target = training_target(prediction, x0, noise, t, alphas_cumprod)  # noise (paper) or v
+    out = model_fn(y_t, t)
+    return torch.mean((out.float() - target.float()) ** 2)

@@ -30,6 +30,7 @@ from torch import nn
 from dosediff.data.augment import AugmentParams, apply_transform
 from dosediff.data.dataset import denormalise_dose
 from dosediff.diffusion.ddim import ddim_step, ddim_timesteps
+from dosediff.diffusion.parametrization import to_epsilon
 
 
 class SlicePredictor(Protocol):
@@ -53,8 +54,9 @@ class DiffusionPredictor:
     once per batch (model.encode_condition) and their features serve every step and sample."""
 
     def __init__(self, model: nn.Module, alphas_cumprod: torch.Tensor, steps: int, eta: float,
-                 use_cache: bool, device: torch.device, bf16: bool = False):
+                 use_cache: bool, device: torch.device, bf16: bool = False, prediction: str = "epsilon"):
         self.model, self.steps, self.eta, self.use_cache = model, steps, eta, use_cache
+        self.prediction = prediction
         self.abar = alphas_cumprod.double().cpu()  # (T,) read as Python floats by ddim_step
         self.timesteps = ddim_timesteps(steps, self.abar.shape[0])
         self.device, self.bf16 = device, bf16
@@ -81,8 +83,9 @@ class DiffusionPredictor:
                     eps = self.model(x, tt, cache=prepared)  # (B, 1, H, W)
                 else:
                     eps = self.model(x, tt, prepared[0], prepared[1])
+            eps = to_epsilon(self.prediction, eps.float(), x, t, self.abar)  # v-networks: to noise
             step_noise = noise[:, 1 + i].float() if self.eta > 0 else None
-            x, _ = ddim_step(x, eps.float(), t, t_prev, self.abar, self.eta, step_noise)
+            x, _ = ddim_step(x, eps, t, t_prev, self.abar, self.eta, step_noise)
         return x.clamp(-1.0, 1.0)  # y_0 (B, 1, H, W); the last step returns the clipped estimate
 
 

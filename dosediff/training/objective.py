@@ -30,7 +30,8 @@ def training_loss(model: nn.Module, batch: dict[str, torch.Tensor], exp: Experim
         def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return model(y_t, t, ct, cond)
 
-        return diffusion_loss(eps_fn, dose, schedule, generator=generator)  # t, noise from the generator
+        # t and noise from the generator
+        return diffusion_loss(eps_fn, dose, schedule, generator=generator, prediction=exp.prediction)
     pred = model(ct, cond)  # (B, 1, H, W) normalised dose
     if exp.train.regression_loss == "l1":
         return F.l1_loss(pred.float(), dose)
@@ -45,9 +46,10 @@ def predict_normalised(model: nn.Module, batch: dict[str, torch.Tensor], exp: Ex
     ct, cond = batch["ct"], _cond(batch)
     if exp.diffusion:
         from dosediff.diffusion.ddim import ddim_sample
+        from dosediff.diffusion.parametrization import to_epsilon
 
         def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model(y_t, t, ct, cond)
+            return to_epsilon(exp.prediction, model(y_t, t, ct, cond), y_t, t, schedule)
 
         x0 = ddim_sample(eps_fn, tuple(ct.shape), schedule, steps=exp.sample.steps, eta=exp.sample.eta,
                          generator=generator, device=ct.device)  # (B, 1, H, W)
