@@ -149,12 +149,16 @@ class SampleConfig:
     seed: int = 0
     batch_size: int = 16
     bf16: bool | None = None
+    spacing: str = "leading"  # DDIM timesteps: leading (diffusers, ADM's ddimS) or trailing (ends at T)
 
     def __post_init__(self) -> None:
         if not 1 <= self.steps <= 1000:
             _bad("sample.steps", self.steps, "DDIM steps in [1, 1000]", "e.g. 8 (paper)")
         if self.eta < 0:
             _bad("sample.eta", self.eta, "eta >= 0 (0 = deterministic DDIM)", "e.g. 0")
+        if self.spacing not in ("leading", "trailing"):
+            _bad("sample.spacing", self.spacing, "leading or trailing",
+                 "leading (default, ADM/diffusers) or trailing (the sub-sequence ends at T, as the paper writes)")
         for name in ("n_samples", "batch_size"):
             if getattr(self, name) < 1:
                 _bad(f"sample.{name}", getattr(self, name), "a positive integer", f"set sample.{name}")

@@ -95,7 +95,7 @@ def make_predictor(loaded: LoadedModel, sample: SampleConfig, use_cache: bool | 
         return RegressionPredictor(loaded.model, dev, bf16)
     cache = uses_condition_cache(exp) if use_cache is None else use_cache
     return DiffusionPredictor(loaded.model, linear_schedule(device="cpu"), sample.steps, sample.eta, cache, dev, bf16,
-                              exp.prediction)
+                              exp.prediction, sample.spacing)
 
 
 def predict_case(model_dir: Path, h5_path: Path, case_dir: Path, out_path: Path,

@@ -26,7 +26,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_dry_run_lists_data_stages():
-    out = _run([*SNAKEMAKE, "-n", "--cores", "1"], REPO)
+    out = _run([*SNAKEMAKE, "-n", "--forceall", "--cores", "1"], REPO)
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr
     for rule in ("phantom", "ingest", "preprocess", "split"):

@@ -54,11 +54,12 @@ class DiffusionPredictor:
     once per batch (model.encode_condition) and their features serve every step and sample."""
 
     def __init__(self, model: nn.Module, alphas_cumprod: torch.Tensor, steps: int, eta: float,
-                 use_cache: bool, device: torch.device, bf16: bool = False, prediction: str = "epsilon"):
+                 use_cache: bool, device: torch.device, bf16: bool = False, prediction: str = "epsilon",
+                 spacing: str = "leading"):
         self.model, self.steps, self.eta, self.use_cache = model, steps, eta, use_cache
         self.prediction = prediction
         self.abar = alphas_cumprod.double().cpu()  # (T,) read as Python floats by ddim_step
-        self.timesteps = ddim_timesteps(steps, self.abar.shape[0])
+        self.timesteps = ddim_timesteps(steps, self.abar.shape[0], spacing)
         self.device, self.bf16 = device, bf16
         self.noise_draws = 1 + (steps if eta > 0 else 0)  # y_T, then one per step when eta > 0
 

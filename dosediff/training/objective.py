@@ -52,7 +52,7 @@ def predict_normalised(model: nn.Module, batch: dict[str, torch.Tensor], exp: Ex
             return to_epsilon(exp.prediction, model(y_t, t, ct, cond), y_t, t, schedule)
 
         x0 = ddim_sample(eps_fn, tuple(ct.shape), schedule, steps=exp.sample.steps, eta=exp.sample.eta,
-                         generator=generator, device=ct.device)  # (B, 1, H, W)
+                         generator=generator, device=ct.device, spacing=exp.sample.spacing)  # (B, 1, H, W)
         return x0.float().clamp(-1.0, 1.0)
     return model(ct, cond).float().clamp(-1.0, 1.0)
 
