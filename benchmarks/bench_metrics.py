@@ -29,7 +29,7 @@ from dosediff.config import DatasetConfig  # noqa: E402
 from dosediff.io.openkbp import read_openkbp_case  # noqa: E402
 from dosediff.metrics.dvh import dvh_curves, parse_metric_sets, roi_metrics  # noqa: E402
 from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case  # noqa: E402
-from dosediff.metrics.gamma import GammaConfig, gamma_pass_rate  # noqa: E402
+from dosediff.metrics.gamma import gamma_pass_rate  # noqa: E402
 from dosediff.metrics.image import image_metrics  # noqa: E402
 from dosediff.metrics.openkbp import evaluate_openkbp_case  # noqa: E402
 

@@ -228,7 +228,7 @@ def match_roi_names(names: list[str], dataset: DatasetConfig, path: Path, case_i
         elif canon in matched:
             raise input_error(path, f"ROIs {matched[canon]!r} and {name!r} both stand for {canon}",
                               f"one ROI per canonical name of dataset {dataset.name!r}",
-                              f"list the one not to use in dataset.ignore_rois", case=case_id)
+                              "list the one not to use in dataset.ignore_rois", case=case_id)
         else:
             matched[canon] = name
     if unknown:
