@@ -255,8 +255,9 @@ def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_d
     stop = t.steps if stop_after is None else min(t.steps, start + stop_after)
     if procs.is_main:
         open_log(log_path, start)
+    # In a log file (a workflow job) a line every 30 s, not one per step.
     bar = tqdm(total=t.steps, initial=start, file=sys.stderr, disable=not procs.is_main,
-               desc=exp.name, dynamic_ncols=True)
+               desc=exp.name, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
     loss_sum, loss_n, t0 = torch.zeros((), device=procs.device), 0, time.perf_counter()
     postfix: dict[str, str] = {}
     for batch in make_loader(train_set, tr, stop):
