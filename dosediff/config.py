@@ -38,6 +38,7 @@ class DatasetConfig:
     lr_pairs: list[list[str]] = field(default_factory=list)  # swapped by left-right flips
     prescription_gy: float = 60.0
     exclude_cases: list[str] = field(default_factory=list)
+    pseudonyms: dict[str, str] = field(default_factory=dict)  # patient folder name -> case id in outputs
 
     def __post_init__(self) -> None:
         if self.source not in ("phantom", "dicom", "openkbp"):

@@ -35,7 +35,8 @@ def test_dry_run_lists_data_stages():
 
 def _dicom_config(tmp: Path, input_dir: Path) -> Path:
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["dataset"].update(name="site", source="dicom", input_dir=str(input_dir))
+    config["dataset"].update(name="site", source="dicom", input_dir=str(input_dir),
+                             pseudonyms={"MRN12345": "anon_c"})
     config["preprocess"]["size"] = [32, 32]
     config.pop("experiments", None)
     path = tmp / "config.yaml"
@@ -49,8 +50,9 @@ def test_keep_going_and_no_patient_data_in_outputs(tmp_path):
     leaves no partial output, and no sentinel header value reaches results or logs."""
     data = tmp_path / "exports"
     cfg = PhantomConfig(n_cases=3, shape=[12, 40, 40], spacing=[5.0, 5.0, 5.0], n_beams=5)
-    for i, case in enumerate(["anon_a", "anon_b", "anon_c"], start=1):
-        write_phantom_case(data / case, case, i, cfg)
+    # The third export's folder is named by a (made-up) record number, mapped to a pseudonym.
+    for i, (folder, case) in enumerate([("anon_a", "anon_a"), ("anon_b", "anon_b"), ("MRN12345", "anon_c")], 1):
+        write_phantom_case(data / folder, case, i, cfg)
     (data / "anon_b" / "notes.txt").write_text("exported by hand\n")
 
     work = tmp_path / "work"
@@ -68,6 +70,8 @@ def test_keep_going_and_no_patient_data_in_outputs(tmp_path):
     assert not (results / "nifti" / "anon_b").exists() and not (results / "h5" / "anon_b.h5").exists()
     leftovers = [p for p in (results / "nifti").iterdir() if p.name.startswith(".")]
     assert not leftovers, f"partial output left behind: {leftovers}"
+    data_files = [p for p in results.rglob("*") if p.is_file() and "logs" not in p.parts]
+    assert not [p for p in data_files if "MRN12345" in p.name or b"MRN12345" in p.read_bytes()]
     log = (results / "logs" / "ingest" / "anon_b.log").read_text()
     assert "notes.txt" in log and "anon_b" in log and "Fix:" in log, log
 

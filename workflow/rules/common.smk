@@ -19,7 +19,8 @@ wildcard_constraints:
 
 def find_cases():
     """Case id -> source folder. Phantom cases are made by the workflow; others are
-    the patient folders found under dataset.input_dir (OpenKBP: also inside *-pats/)."""
+    the patient folders found under dataset.input_dir (OpenKBP: also inside *-pats/),
+    named by dataset.pseudonyms where the folder name is a patient identifier."""
     if SOURCE == "phantom":
         n = int(config.get("phantom", {}).get("n_cases", 10))
         found = {
@@ -32,11 +33,12 @@ def find_cases():
                 "sub-folder per patient. Fix: point dataset.input_dir at your data (see README)."
             )
         pattern = ["pt_*", "*-pats/pt_*"] if SOURCE == "openkbp" else ["*"]
+        pseudonyms = config["dataset"].get("pseudonyms", {})
         found = {}
         for pat in pattern:
             for folder in sorted(INPUT_DIR.glob(pat)):
                 if folder.is_dir() and not folder.name.startswith("."):
-                    found[folder.name] = folder
+                    found[pseudonyms.get(folder.name, folder.name)] = folder
     excluded = set(config["dataset"].get("exclude_cases", []))
     return {case: path for case, path in sorted(found.items()) if case not in excluded}
 
