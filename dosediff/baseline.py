@@ -7,17 +7,15 @@ possible-dose mask)."""
 
 from __future__ import annotations
 
-import json
-import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from dosediff.data.h5 import read_case_h5
 from dosediff.errors import input_error
-from dosediff.io.nifti import write_image
-from dosediff.preprocess.resample import restore_to_original
-from dosediff.volume import Geometry
+from dosediff.prediction.outputs import output_paths, write_outputs
+from dosediff.preprocess.resample import original_geometry, restore_to_original
 
 
 def _stretch_z(volume: np.ndarray, n: int) -> np.ndarray:
@@ -31,7 +29,9 @@ def _stretch_z(volume: np.ndarray, n: int) -> np.ndarray:
 
 
 def mean_dose_prediction(train_h5: list[Path], case_h5: Path, out_path: Path) -> None:
-    """Write the mean training dose for one case as NIfTI on its original CT grid."""
+    """Write the mean training dose for one case as NIfTI on its original CT grid (and the
+    manifest beside it, as prediction does)."""
+    started = time.perf_counter()
     if not train_h5:
         raise input_error("mean-dose baseline", "no training cases", "at least one training HDF5 file",
                           "check splits.json")
@@ -51,12 +51,6 @@ def mean_dose_prediction(train_h5: list[Path], case_h5: Path, out_path: Path) ->
     if "possible_dose" in arrays:
         mean *= arrays["possible_dose"] > 0
     dose = restore_to_original(mean, attrs)  # (Z, Y, X) Gy on the CT grid
-    geometry = Geometry(tuple(attrs["original_shape"]), tuple(attrs["original_spacing"]),
-                        tuple(attrs["original_origin"]), tuple(attrs["original_direction"]))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}.nii.gz")
-    write_image(dose, geometry, tmp)
-    os.replace(tmp, out_path)
-    manifest = {"predictor": "mean training dose", "training_cases": len(train_h5), "files": [out_path.name]}
-    out_path.with_suffix("").with_suffix(".json").write_text(json.dumps(manifest, indent=2))
+    manifest = {"predictor": "mean training dose", "training_cases": len(train_h5)}
+    write_outputs(output_paths(out_path), original_geometry(attrs), dose, None, None,
+                  "mean training dose", manifest, started)

@@ -18,7 +18,7 @@ from dosediff.errors import input_error
 from dosediff.io.nifti import write_image
 from dosediff.io.rtdose_writer import write_rtdose
 from dosediff.preprocess.body import body_mask
-from dosediff.preprocess.resample import restore_to_original
+from dosediff.preprocess.resample import original_geometry, restore_to_original
 from dosediff.volume import Case, Geometry
 
 DICOM_REFS = ("study_uid", "frame_of_reference_uid", "ct_sop_uids")
@@ -36,12 +36,6 @@ def output_paths(out_path: Path) -> dict[str, Path]:
     d = out_path.parent
     return {"dose": out_path, "std": d / f"{stem}_std.nii.gz", "rtdose": d / f"{stem}_RTDOSE.dcm",
             "manifest": d / f"{stem}.json"}
-
-
-def original_geometry(attrs: dict) -> Geometry:
-    """The original CT grid recorded in the HDF5 attributes."""
-    return Geometry(tuple(attrs["original_shape"]), tuple(attrs["original_spacing"]),
-                    tuple(attrs["original_origin"]), tuple(attrs["original_direction"]))
 
 
 def check_same_case(case: Case, attrs: dict, h5_path: Path, case_dir: Path) -> None:

@@ -114,14 +114,19 @@ def grid_attrs(geometry: Geometry, box: Box, size: tuple[int, int]) -> dict:
     }
 
 
+def original_geometry(attrs: dict) -> Geometry:
+    """The original CT grid recorded by grid_attrs."""
+    return Geometry(tuple(attrs["original_shape"]), tuple(attrs["original_spacing"]),
+                    tuple(attrs["original_origin"]), tuple(attrs["original_direction"]))
+
+
 def stored_geometry(attrs: dict) -> Geometry:
     """Geometry of the stored (cropped, resized) grid, in the original patient frame.
 
     With the half-pixel convention, stored pixel i has its centre at cropped index
     (i + 0.5) / factor - 0.5, so the origin moves by half a stored pixel minus half an original one.
     """
-    original = Geometry(tuple(attrs["original_shape"]), tuple(attrs["original_spacing"]),
-                        tuple(attrs["original_origin"]), tuple(attrs["original_direction"]))
+    original = original_geometry(attrs)
     z0, _, y0, _, x0, _ = attrs["crop_box"]
     f = np.asarray(attrs["resize_factors"], dtype=float)
     start = np.array([z0, y0, x0], dtype=float) + 0.5 / f - 0.5  # (z, y, x) original index of stored voxel 0
