@@ -76,6 +76,24 @@ def test_every_input_reaches_the_output_and_all_parameters_get_gradients(arch):
     assert all(p.grad is not None for p in model.parameters())  # DDP without find_unused_parameters
 
 
+@pytest.mark.parametrize("arch", ["mmfnet", "unet"])
+def test_bf16_autocast_keeps_the_output_layer_in_fp32(arch):
+    """Under bf16 autocast only the output layer runs in fp32: its result equals an fp32 run of
+    that layer on the bf16 network's last features, and has more than bf16's 8 bits."""
+    cfg = tiny(arch=arch)
+    model = wake(build_model(cfg))
+    y, ct, cond = inputs(cfg)
+    feats = {}
+    model.decoder.out.register_forward_pre_hook(lambda m, args: feats.setdefault("h", args[0]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(y, torch.tensor([10, 10]), ct, cond) if arch == "mmfnet" else model(ct, cond)
+    assert out.dtype == torch.float32 and feats["h"].dtype == torch.float32
+    with torch.no_grad():
+        expected = model.decoder.out(feats["h"])
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    assert not torch.equal(out, out.bfloat16().float())
+
+
 def test_fusion_former_changes_the_result_and_patching_round_trips():
     x = torch.randn(2, 5, 8, 12)
     assert patchify(x, 4, 2).shape == (2, 2 * 6, 5 * 4 * 2)
