@@ -82,7 +82,8 @@ class TrainConfig:
     regression_loss: l1 or mse, the UNet baseline's loss (the paper does not say; l1 is
         the usual dose-prediction choice).
     num_workers: DataLoader worker processes.
-    bf16: bfloat16 autocast; null = on when CUDA is present (the CPU stays fp32).
+    bf16: bfloat16 autocast; null = on for CUDA devices with bf16 units, fp32 on the CPU
+        (true there is 1.5x faster on CPUs with AVX512-BF16, but trained worse: precision.py).
     """
 
     steps: int = 1_000_000
@@ -138,8 +139,8 @@ class SampleConfig:
 
     n_samples > 1 gives a mean and a per-voxel standard deviation; tta_flip averages with
     the left-right flipped prediction; batch_size: slices per forward pass; bf16: bfloat16
-    autocast (null = on with CUDA; true also speeds up CPUs with bf16 units, at about 1 %
-    difference in the network output).
+    autocast (null = as train.bf16: on for CUDA devices with bf16 units; true also speeds up
+    CPUs with bf16 units, changing the network output by about 1 %).
     """
 
     steps: int = 8

@@ -36,6 +36,7 @@ from dosediff.data.dataset import SliceDataset
 from dosediff.errors import input_error, log, warn
 from dosediff.experiment import ExperimentConfig
 from dosediff.models.factory import build_model
+from dosediff.precision import use_bf16
 from dosediff.training.csvlog import LOG_NAME, append_log, open_log
 from dosediff.training.distributed import Processes, all_mean, barrier, setup_processes, teardown
 from dosediff.training.ema import make_ema, update_ema
@@ -134,7 +135,7 @@ def build_trainer(exp: ExperimentConfig, procs: Processes) -> Trainer:
         model = DistributedDataParallel(net, device_ids=ids)  # broadcasts rank 0's weights
     optimizer = torch.optim.AdamW(net.parameters(), lr=exp.train.lr, weight_decay=exp.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(exp))
-    bf16 = exp.train.bf16 if exp.train.bf16 is not None else procs.device.type == "cuda"
+    bf16 = use_bf16(exp.train.bf16, procs.device)
     return Trainer(exp, procs, net, model, ema, optimizer, scheduler, make_schedule(exp, procs.device), bf16)
 
 
@@ -246,6 +247,9 @@ def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_d
     if not val_paths and procs.is_main:
         warn(splits_path, "an empty validation split", "training runs without validation")
     tr = build_trainer(exp, procs)
+    if procs.is_main:
+        log.info(f"{exp.name}: {procs.world} process(es) on {procs.device.type}, "
+                 f"{'bf16 autocast' if tr.use_bf16 else 'fp32'} (train.bf16: {json.dumps(t.bf16)})")
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / ckpt.CHECKPOINT, out_dir / LOG_NAME
     if ckpt_path.is_file():

@@ -47,7 +47,8 @@ def save_model(out: Path, rois: list[str], lr_pairs: list[list[str]], image_size
     """Random-weight tiny model saved as `dosediff train` leaves it (safetensors + config.json)."""
     network = {**TINY_NETWORK, "cond_encoders_use_time": not cache}
     exp = ExperimentConfig.from_mapping({"model": model, "network": network,
-                                         "sample": {"steps": steps, "batch_size": batch_size}}, "tiny", rois)
+                                         "sample": {"steps": steps, "batch_size": batch_size, "bf16": False}},
+                                        "tiny", rois)  # fp32: the tests compare with fp32 paths
     torch.manual_seed(0)
     net = build_model(exp.network)
     gen = torch.Generator().manual_seed(1)

@@ -17,7 +17,7 @@ from synthetic_h5 import LR_PAIRS, ROIS, TINY_NETWORK, settings, write_toy_set
 
 def toy(model: str = "mmfnet", **train_settings) -> dict:
     base = {"steps": 6, "batch_size": 4, "checkpoint_every": 2, "validate_every": 3, "val_max_slices": 4,
-            "log_every": 1, "lr": 1e-3}
+            "log_every": 1, "lr": 1e-3, "bf16": False}  # the same precision on every CPU
     base.update(train_settings)
     return {"model": model, "network": TINY_NETWORK, "train": base, "sample": {"steps": 2, "batch_size": 4}}
 
