@@ -2,11 +2,12 @@
 
 Each measurement runs in its own child process so that its peak memory (ru_maxrss) is
 its own. Defaults are the issue's setting: 128x128 slices, batch 8, base width 32 with the
-paper's multipliers (1, 1, 2, 3, 4), K = 10 condition channels, 2 torch threads.
+paper's multipliers (1, 1, 2, 3, 4), K = 10 condition channels, 2 torch threads, fp32
+(--precision bf16 for bf16 autocast).
 
     python benchmarks/bench_model.py                       # all three measurements
     python benchmarks/bench_model.py --only sample-cached --timed-slices 16
-    python benchmarks/bench_model.py --bf16 --json results/bench_model.json
+    python benchmarks/bench_model.py --precision bf16 --json results/bench_model.json
 
 train:          forward + backward + gradient clipping + AdamW step (the paper's design), median
                 of --train-steps after --warmup.
@@ -56,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timed-slices", type=int, default=32, help="slices actually sampled (default 32)")
     p.add_argument("--sample-batch", type=int, default=8, help="slices per DDIM batch (default 8)")
     p.add_argument("--steps", type=int, default=8, help="DDIM steps (default 8)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast on the CPU (default fp32)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (default, as training and prediction on the CPU) or bf16 autocast")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last memory format for sampling (training stays NCHW: GroupNorm's "
                         "backward is slow in channels-last on the CPU)")
@@ -82,8 +84,12 @@ def inputs(args: argparse.Namespace, b: int) -> tuple[torch.Tensor, torch.Tensor
     return ct, cond, dose
 
 
+def bf16(args: argparse.Namespace) -> bool:
+    return args.precision == "bf16"
+
+
 def autocast(args: argparse.Namespace):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if args.bf16 else nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16(args) else nullcontext()
 
 
 def bench_train(args: argparse.Namespace) -> dict:
@@ -144,7 +150,8 @@ def run_phase(args: argparse.Namespace) -> dict:
         out = bench_train(args)
     else:
         out = bench_sample(args, cached=args.phase == "sample-cached")
-    out.update(phase=args.phase, peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
+    out.update(phase=args.phase, precision="bf16 autocast" if bf16(args) else "fp32",
+               peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                load_avg_1min_before=load_before, load_avg_1min_after=os.getloadavg()[0])
     return out
 
@@ -163,11 +170,12 @@ def main(argv: list[str] | None = None) -> None:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         r = results[-1]
         if phase == "train":
-            print(f"train: {r['s_per_step_median']:.2f} s/step (median of {r['s_per_step_all']}), "
+            print(f"train ({r['precision']}): {r['s_per_step_median']:.2f} s/step (median of {r['s_per_step_all']}), "
                   f"peak {r['peak_rss_gb']:.2f} GB, {r['parameters']:,} parameters, "
                   f"load {r['load_avg_1min_before']:.1f}->{r['load_avg_1min_after']:.1f}", flush=True)
         else:
-            print(f"{phase}: {r['s_per_slice']:.3f} s/slice, {r['s_per_volume_extrapolated']:.1f} s per "
+            print(f"{phase} ({r['precision']}): {r['s_per_slice']:.3f} s/slice, "
+                  f"{r['s_per_volume_extrapolated']:.1f} s per "
                   f"{args.slices}-slice volume (extrapolated from {r['timed_slices']} slices, batches "
                   f"{r['s_per_batch']} s), peak {r['peak_rss_gb']:.2f} GB, "
                   f"load {r['load_avg_1min_before']:.1f}->{r['load_avg_1min_after']:.1f}", flush=True)

@@ -7,6 +7,7 @@ sampling only the slices inside the possible-dose mask. Printed per variant: sec
 volume (whole predict_case: read, sample, restore, write), slices sampled, peak memory.
 
     python benchmarks/bench_predict.py [patient folder] [--variants paper cached paper-bf16 cached-bf16]
+    python benchmarks/bench_predict.py --width 128 --device cuda --variants paper-bf16   # authors' size
 
 Each variant runs in its own process so its peak memory (ru_maxrss) is its own.
 """
@@ -29,7 +30,7 @@ ROIS = ["PTV70", "PTV63", "PTV56", "Brainstem", "SpinalCord", "RightParotid", "L
 VARIANTS = {"paper": (True, False), "cached": (False, False), "paper-bf16": (True, True), "cached-bf16": (False, True)}
 
 
-def prepare(case_dir: Path, work: Path) -> None:
+def prepare(case_dir: Path, work: Path, width: int) -> None:
     """Ingest and preprocess the patient; write one random-weight model per timestep design."""
     import torch
 
@@ -48,7 +49,7 @@ def prepare(case_dir: Path, work: Path) -> None:
     preprocess_case(read_case(work / "nifti"), dataset, PreprocessConfig(crop_to_body=False, size=[128, 128]),
                     work / "case.h5")
     for use_time in (True, False):
-        network = {"width": 32, "channel_mult": [1, 1, 2, 3, 4], "num_res_blocks": 2, "norm_groups": 32,
+        network = {"width": width, "channel_mult": [1, 1, 2, 3, 4], "num_res_blocks": 2, "norm_groups": 32,
                    "fusion_patch_size": [4, 4], "cond_encoders_use_time": use_time}
         exp = ExperimentConfig.from_mapping({"network": network, "sample": {"batch_size": 8}}, "bench", ROIS)
         torch.manual_seed(0)
@@ -61,16 +62,18 @@ def prepare(case_dir: Path, work: Path) -> None:
                    model_info(exp, ROIS, dataset.lr_pairs, 0, [128, 128]))
 
 
-def run_variant(work: Path, variant: str, threads: int) -> dict:
+def run_variant(work: Path, variant: str, threads: int, device: str | None) -> dict:
     from dosediff.predict import predict_case
 
     use_time, bf16 = VARIANTS[variant]
     start = time.perf_counter()
     manifest = predict_case(work / f"model-time{int(use_time)}", work / "case.h5", work / "nifti",
-                            work / f"{variant}.nii.gz", sample_overrides={"bf16": bf16}, threads=threads)
+                            work / f"{variant}.nii.gz", sample_overrides={"bf16": bf16}, device=device,
+                            threads=threads)
     return {"variant": variant, "seconds_per_volume": round(time.perf_counter() - start, 1),
             "sampling_seconds": manifest["sampling_seconds"], "slices_sampled": manifest["slices_sampled"],
             "slices_total": manifest["slices_total"], "precision": manifest["precision"],
+            "device": manifest["device"],
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
@@ -79,19 +82,22 @@ def main() -> None:
     p.add_argument("case", nargs="?", default=str(DEFAULT_CASE), help="OpenKBP patient folder")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--width", type=int, default=32, help="base width (default 32; 128 = the authors' size)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: CUDA when present)")
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.variant:  # child process: one variant
-        print(json.dumps(run_variant(Path(args.work), args.variant, args.threads)))
+        print(json.dumps(run_variant(Path(args.work), args.variant, args.threads, args.device)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        prepare(Path(args.case), work)
-        print(f"case {Path(args.case).name}: 8-step DDIM, width 32, mult 1,1,2,3,4, {args.threads} threads")
+        prepare(Path(args.case), work, args.width)
+        print(f"case {Path(args.case).name}: 8-step DDIM, width {args.width}, mult 1,1,2,3,4, {args.threads} threads")
         for variant in args.variants:
-            out = subprocess.run([sys.executable, __file__, args.case, "--work", str(work), "--variant", variant,
-                                  "--threads", str(args.threads)], capture_output=True, text=True, check=True)
+            cmd = [sys.executable, __file__, args.case, "--work", str(work), "--variant", variant,
+                   "--threads", str(args.threads)] + (["--device", args.device] if args.device else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             print(json.dumps(json.loads(out.stdout.strip().splitlines()[-1])))
 
 
