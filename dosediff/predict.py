@@ -29,7 +29,7 @@ from dosediff.config import from_dict
 from dosediff.data.augment import lr_permutation
 from dosediff.diffusion.schedule import linear_schedule
 from dosediff.errors import input_error, log, warn
-from dosediff.precision import use_bf16
+from dosediff.precision import sampling_bf16
 from dosediff.experiment import ExperimentConfig, SampleConfig
 from dosediff.io.nifti import read_case
 from dosediff.prediction.inputs import load_case_inputs
@@ -89,9 +89,9 @@ def uses_condition_cache(exp: ExperimentConfig) -> bool:
 
 def make_predictor(loaded: LoadedModel, sample: SampleConfig, use_cache: bool | None = None) -> SlicePredictor:
     """DDIM over the diffusion model, or one pass of the UNet baseline; bf16 autocast as
-    sample.bf16 says (null: on CUDA devices with bf16 units)."""
+    sample.bf16 says (null: where the device has bf16 units)."""
     exp, dev = loaded.exp, loaded.device
-    bf16 = use_bf16(sample.bf16, dev)
+    bf16 = sampling_bf16(sample.bf16, dev)
     if not exp.diffusion:
         return RegressionPredictor(loaded.model, dev, bf16)
     cache = uses_condition_cache(exp) if use_cache is None else use_cache

@@ -36,7 +36,7 @@ from dosediff.data.dataset import SliceDataset
 from dosediff.errors import input_error, log, warn
 from dosediff.experiment import ExperimentConfig
 from dosediff.models.factory import build_model
-from dosediff.precision import use_bf16
+from dosediff.precision import training_bf16
 from dosediff.training.csvlog import LOG_NAME, append_log, open_log
 from dosediff.training.distributed import Processes, all_mean, barrier, setup_processes, teardown
 from dosediff.training.ema import make_ema, update_ema
@@ -135,7 +135,7 @@ def build_trainer(exp: ExperimentConfig, procs: Processes) -> Trainer:
         model = DistributedDataParallel(net, device_ids=ids)  # broadcasts rank 0's weights
     optimizer = torch.optim.AdamW(net.parameters(), lr=exp.train.lr, weight_decay=exp.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(exp))
-    bf16 = use_bf16(exp.train.bf16, procs.device)
+    bf16 = training_bf16(exp.train.bf16, procs.device)
     return Trainer(exp, procs, net, model, ema, optimizer, scheduler, make_schedule(exp, procs.device), bf16)
 
 
