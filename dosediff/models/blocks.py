@@ -7,6 +7,7 @@ self-attention, down/up-sampling, and the encoder/decoder stacks built from a Mo
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -190,5 +191,6 @@ class Decoder(nn.Module):
             h = stage(torch.cat([h, skips.pop()], dim=1), emb)
         # The output layer in fp32: a bf16 output (8 significant bits, steps of 0.15 Gy at
         # high doses) made bf16 trainings clearly worse; with it in fp32 they match fp32 ones.
-        with torch.autocast(h.device.type, enabled=False):
+        autocast = h.device.type in ("cpu", "cuda")  # the device types with an autocast
+        with torch.autocast(h.device.type, enabled=False) if autocast else nullcontext():
             return self.out(h.float())
