@@ -36,3 +36,8 @@ def training_bf16(setting: bool | None, device: torch.device) -> bool:
 def sampling_bf16(setting: bool | None, device: torch.device) -> bool:
     """sample.bf16: true or false as given; null = on wherever the device has bf16 units."""
     return native_bf16(device) if setting is None else setting
+
+
+def bf16_autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bf16 autocast on `device` when enabled, a no-op context otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

@@ -36,7 +36,7 @@ from dosediff.data.dataset import SliceDataset
 from dosediff.errors import input_error, log, warn
 from dosediff.experiment import ExperimentConfig
 from dosediff.models.factory import build_model
-from dosediff.precision import training_bf16
+from dosediff.precision import bf16_autocast, training_bf16
 from dosediff.training.csvlog import LOG_NAME, append_log, open_log
 from dosediff.training.distributed import Processes, all_mean, barrier, setup_processes, teardown
 from dosediff.training.ema import make_ema, update_ema
@@ -144,7 +144,7 @@ def train_step(tr: Trainer, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     torch.manual_seed(step_seed(tr.exp.train.seed, tr.step, tr.procs.rank))  # noise, timesteps, dropout
     batch = {k: v.to(tr.procs.device, non_blocking=True) for k, v in batch.items()}
     tr.model.train()
-    with torch.autocast(device_type=tr.procs.device.type, dtype=torch.bfloat16, enabled=tr.use_bf16):
+    with bf16_autocast(tr.procs.device, tr.use_bf16):
         loss = training_loss(tr.model, batch, tr.exp, tr.schedule, None)
     tr.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -92,11 +92,9 @@ def ddim_step(
     return x_prev, x0
 
 
-def _randn(
-    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     # Drawn on the CPU, then moved: the same seed gives the same numbers on any device.
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
 
 def ddim_sample(
@@ -107,17 +105,16 @@ def ddim_sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
     clip_x0: bool = True,
     eps_from_clipped_x0: bool = True,
     spacing: str = "leading",
-    progress: Callable[[int, int], None] | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run S DDIM steps from y_T ~ N(0, I) and return y_0 (shape `shape`, on `device`).
+    """Run S DDIM steps from y_T ~ N(0, I) and return y_0 (shape `shape`, on `device`), float32.
 
     model_fn(y_t (B, ...), t (B,) long) -> eps. Random numbers come from `generator` (a CPU
     torch.Generator; None = the global RNG) in this order: y_T, then, when eta > 0, one
-    noise tensor per step. `progress(i, steps)` is called after each step.
+    noise tensor per step. `noise` (B, draws, ...) gives those draws instead, in that order.
     """
     if generator is not None and generator.device.type != "cpu":
         raise input_error("ddim_sample generator", f"on {generator.device}", "a CPU torch.Generator",
@@ -127,12 +124,14 @@ def ddim_sample(
                           "use 0 (deterministic DDIM, the authors)")
     device = torch.device(device)
     timesteps = ddim_timesteps(steps, alphas_cumprod.shape[0], spacing)
-    x = _randn(shape, generator, device, dtype)  # y_T (B, ...)
+
+    def draw(j: int) -> torch.Tensor:  # the j-th draw: y_T, then one per step
+        return _randn(shape, generator, device) if noise is None else noise[:, j].to(device, torch.float32)
+
+    x = draw(0)  # y_T (B, ...)
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         eps = model_fn(x, torch.full((shape[0],), t, dtype=torch.long, device=device))
-        noise = _randn(shape, generator, device, dtype) if eta > 0 else None
-        x, _ = ddim_step(x, eps, t, t_prev, alphas_cumprod, eta, noise, clip_x0, eps_from_clipped_x0)
-        if progress is not None:
-            progress(i + 1, len(timesteps))
+        step_noise = draw(1 + i) if eta > 0 else None
+        x, _ = ddim_step(x, eps, t, t_prev, alphas_cumprod, eta, step_noise, clip_x0, eps_from_clipped_x0)
     return x

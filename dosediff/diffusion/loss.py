@@ -7,14 +7,12 @@ a closure over the conditions (CT, distance maps), so this module never imports 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
+
+from dosediff.diffusion.ddim import ModelFn
 
 from dosediff.diffusion.parametrization import training_target
 from dosediff.diffusion.schedule import q_sample
-
-ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def diffusion_loss(

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from dosediff.diffusion.schedule import noise_coefficients
+
 PREDICTIONS = ("epsilon", "v")
-
-
-def _coefficients(t: torch.Tensor | int, alphas_cumprod: torch.Tensor, like: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """sqrt(abar_t) and sqrt(1 - abar_t), shaped to broadcast over `like` (B, ...)."""
-    abar = alphas_cumprod.to(like.device)[torch.as_tensor(t, device=like.device)]  # (B,) or ()
-    shape = (-1,) + (1,) * (like.dim() - 1) if abar.dim() else ()
-    a = abar.sqrt().to(like.dtype).reshape(shape)
-    s = (1.0 - abar).sqrt().to(like.dtype).reshape(shape)
-    return a, s
 
 
 def training_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
@@ -28,7 +20,7 @@ def training_target(prediction: str, x0: torch.Tensor, noise: torch.Tensor, t: t
     """What the network is regressed onto: the noise, or v = sqrt(abar) eps - sqrt(1 - abar) x0."""
     if prediction == "epsilon":
         return noise
-    a, s = _coefficients(t, alphas_cumprod, x0)
+    a, s = noise_coefficients(t, alphas_cumprod, x0)
     return a * noise - s * x0
 
 
@@ -37,5 +29,5 @@ def to_epsilon(prediction: str, output: torch.Tensor, x_t: torch.Tensor, t: torc
     """The network's output as a noise estimate: eps = sqrt(1 - abar) x_t + sqrt(abar) v."""
     if prediction == "epsilon":
         return output
-    a, s = _coefficients(t, alphas_cumprod, x_t)
+    a, s = noise_coefficients(t, alphas_cumprod, x_t)
     return s * x_t + a * output

@@ -36,12 +36,20 @@ def linear_schedule(
     return alphas_cumprod(linear_betas(num_timesteps, beta_start, beta_end)).to(device)
 
 
+def noise_coefficients(t: torch.Tensor | int, alphas_cumprod: torch.Tensor, like: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """sqrt(abar_t) and sqrt(1 - abar_t) in like's dtype, shaped to broadcast over like (B, ...)
+    for t (B,), or 0-d for an int t."""
+    abar = alphas_cumprod.to(like.device)[torch.as_tensor(t, device=like.device)]  # (B,) or (), float64
+    shape = (-1,) + (1,) * (like.dim() - 1) if abar.dim() else ()
+    a = abar.sqrt().to(like.dtype).reshape(shape)
+    s = (1.0 - abar).sqrt().to(like.dtype).reshape(shape)
+    return a, s
+
+
 def q_sample(x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Sample q(y_t | y_0) (Eq. 2): sqrt(abar_t) x0 + sqrt(1 - abar_t) noise.
 
     x0, noise (B, ...); t (B,) 0-based integer timesteps; returns (B, ...) in x0's dtype."""
-    abar = alphas_cumprod.to(x0.device)[t.to(x0.device)]  # (B,) float64
-    shape = (-1,) + (1,) * (x0.dim() - 1)
-    a = abar.sqrt().to(x0.dtype).reshape(shape)
-    s = (1.0 - abar).sqrt().to(x0.dtype).reshape(shape)
+    a, s = noise_coefficients(t, alphas_cumprod, x0)
     return a * x0 + s * noise

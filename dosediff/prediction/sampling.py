@@ -4,9 +4,8 @@ Seeding: every sampled slice z gets its own noise, drawn on the CPU from a gener
 by (sample.seed, case id, sample index, z). So the same seed gives the same noise whatever
 the batch size, the device or the set of slices sampled, and the prediction is identical
 run to run on one machine (different batch sizes agree up to floating-point round-off of
-the batched kernels). The DDIM loop is ddim_timesteps + the pure ddim_step of
-dosediff.diffusion.ddim (ddim_sample draws one noise tensor per batch, which would tie the
-result to the batch layout).
+the batched kernels). ddim_sample gets these per-slice draws as `noise` (its own generator
+would draw one tensor per batch, which would tie the result to the batch layout).
 
 Flip TTA: the left-right flipped inputs (x axis, paired ROI channels swapped through the
 training augmentation's apply_transform) are denoised from the flipped noise of the same
@@ -20,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,8 +27,9 @@ from torch import nn
 
 from dosediff.data.augment import AugmentParams, apply_transform
 from dosediff.data.dataset import denormalise_dose
-from dosediff.diffusion.ddim import ddim_step, ddim_timesteps
+from dosediff.diffusion.ddim import ddim_sample
 from dosediff.diffusion.parametrization import to_epsilon
+from dosediff.precision import bf16_autocast
 
 
 class SlicePredictor(Protocol):
@@ -45,10 +44,6 @@ class SlicePredictor(Protocol):
     def predict(self, prepared: Any, noise: torch.Tensor | None) -> torch.Tensor: ...
 
 
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-
 class DiffusionPredictor:
     """DDIM with `steps` and `eta` over MMFNet; with `use_cache` the CT/condition encoders run
     once per batch (model.encode_condition) and their features serve every step and sample."""
@@ -59,7 +54,7 @@ class DiffusionPredictor:
         self.model, self.steps, self.eta, self.use_cache = model, steps, eta, use_cache
         self.prediction = prediction
         self.abar = alphas_cumprod.double().cpu()  # (T,) read as Python floats by ddim_step
-        self.timesteps = ddim_timesteps(steps, self.abar.shape[0], spacing)
+        self.spacing = spacing
         self.device, self.bf16 = device, bf16
         self.noise_draws = 1 + (steps if eta > 0 else 0)  # y_T, then one per step when eta > 0
 
@@ -67,26 +62,24 @@ class DiffusionPredictor:
     def prepare(self, ct: torch.Tensor, cond: torch.Tensor | None) -> Any:
         if not self.use_cache:
             return ct, cond
-        with _autocast(self.device, self.bf16):
+        with bf16_autocast(self.device, self.bf16):
             return self.model.encode_condition(ct, cond)
 
     @torch.no_grad()
     def predict(self, prepared: Any, noise: torch.Tensor | None) -> torch.Tensor:
         if noise is None:
             raise ValueError("DiffusionPredictor.predict needs noise (B, noise_draws, 1, H, W)")
-        x = noise[:, 0].float()  # y_T (B, 1, H, W)
-        b = x.shape[0]
-        for i, t in enumerate(self.timesteps):
-            t_prev = self.timesteps[i + 1] if i + 1 < len(self.timesteps) else -1
-            tt = torch.full((b,), t, dtype=torch.long, device=x.device)
-            with _autocast(self.device, self.bf16):
+
+        def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            with bf16_autocast(self.device, self.bf16):
                 if self.use_cache:
-                    eps = self.model(x, tt, cache=prepared)  # (B, 1, H, W)
+                    out = self.model(y_t, t, cache=prepared)  # (B, 1, H, W)
                 else:
-                    eps = self.model(x, tt, prepared[0], prepared[1])
-            eps = to_epsilon(self.prediction, eps.float(), x, t, self.abar)  # v-networks: to noise
-            step_noise = noise[:, 1 + i].float() if self.eta > 0 else None
-            x, _ = ddim_step(x, eps, t, t_prev, self.abar, self.eta, step_noise)
+                    out = self.model(y_t, t, prepared[0], prepared[1])
+            return to_epsilon(self.prediction, out.float(), y_t, t, self.abar)  # v-networks: to noise
+
+        x = ddim_sample(eps_fn, tuple(noise[:, 0].shape), self.abar, self.steps, self.eta, device=noise.device,
+                        spacing=self.spacing, noise=noise)
         return x.clamp(-1.0, 1.0)  # y_0 (B, 1, H, W); the last step returns the clipped estimate
 
 
@@ -103,7 +96,7 @@ class RegressionPredictor:
 
     @torch.no_grad()
     def predict(self, prepared: Any, noise: torch.Tensor | None) -> torch.Tensor:
-        with _autocast(self.device, self.bf16):
+        with bf16_autocast(self.device, self.bf16):
             out = self.model(*prepared)  # (B, 1, H, W)
         return out.float().clamp(-1.0, 1.0)
 

@@ -1,8 +1,7 @@
-"""What the network is trained on and how it predicts a dose slice, for both model kinds.
+"""What the network is trained on, for both model kinds.
 
-Diffusion (MMFNet): the epsilon MSE of dosediff.diffusion.loss on the normalised dose,
-and DDIM sampling (dosediff.diffusion.ddim) for predictions. UNet baseline: one forward
-pass regressing the normalised dose, trained with L1 (default; the usual dose-prediction
+Diffusion (MMFNet): the epsilon MSE of dosediff.diffusion.loss on the normalised dose.
+UNet baseline: one forward pass regressing the normalised dose, trained with L1 (default; the usual dose-prediction
 objective, the paper does not name one) or MSE over the whole slice.
 """
 
@@ -36,25 +35,6 @@ def training_loss(model: nn.Module, batch: dict[str, torch.Tensor], exp: Experim
     if exp.train.regression_loss == "l1":
         return F.l1_loss(pred.float(), dose)
     return F.mse_loss(pred.float(), dose)
-
-
-@torch.no_grad()
-def predict_normalised(model: nn.Module, batch: dict[str, torch.Tensor], exp: ExperimentConfig,
-                       schedule: object | None, generator: torch.Generator | None) -> torch.Tensor:
-    """Predicted dose (B, 1, H, W) in [-1, 1]: DDIM with exp.sample's steps and eta (noise from
-    `generator`, a CPU generator), or one pass of the regressor."""
-    ct, cond = batch["ct"], _cond(batch)
-    if exp.diffusion:
-        from dosediff.diffusion.ddim import ddim_sample
-        from dosediff.diffusion.parametrization import to_epsilon
-
-        def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return to_epsilon(exp.prediction, model(y_t, t, ct, cond), y_t, t, schedule)
-
-        x0 = ddim_sample(eps_fn, tuple(ct.shape), schedule, steps=exp.sample.steps, eta=exp.sample.eta,
-                         generator=generator, device=ct.device, spacing=exp.sample.spacing)  # (B, 1, H, W)
-        return x0.float().clamp(-1.0, 1.0)
-    return model(ct, cond).float().clamp(-1.0, 1.0)
 
 
 def make_schedule(exp: ExperimentConfig, device: torch.device) -> object | None:
