@@ -104,7 +104,7 @@ def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti
             fig_dir.mkdir(parents=True, exist_ok=True)
             title = f"{case_id} · {experiment}"
             dvh_figure(ref.dose, pred, ref.masks, ref.geometry.spacing, fig_dir / f"{case_id}_dvh.png",
-                       title=title, case=case_id)
+                       title=title, bin_width_gy=cfg.dvh_bin_gy, case=case_id)
             target = next((ref.masks[t] for t in dataset.targets if t in ref.masks), None)
             dose_slices_figure(ref.ct, ref.dose, pred, body, fig_dir / f"{case_id}_dose.png", std=std,
                                dose_max=max(float(ref.dose.max()), 1e-3), spacing_mm=ref.geometry.spacing,

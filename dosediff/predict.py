@@ -111,17 +111,6 @@ def predict_case(model_dir: Path, h5_path: Path, case_dir: Path, out_path: Path,
     return run_case(loaded, Path(h5_path), Path(case_dir), Path(out_path), sample_overrides, started)
 
 
-def predict_cases(model_dir: Path, h5_dir: Path, nifti_dir: Path, case_ids: list[str], out_dir: Path,
-                  sample_overrides: dict | None = None, device: str | None = None,
-                  threads: int | None = None) -> list[dict]:
-    """predict_case for several cases (<h5_dir>/<case>.h5, <nifti_dir>/<case>/), loading the model once."""
-    if threads:
-        torch.set_num_threads(int(threads))
-    loaded = load_for_prediction(model_dir, device)
-    return [run_case(loaded, Path(h5_dir) / f"{case}.h5", Path(nifti_dir) / case, Path(out_dir) / f"{case}.nii.gz",
-                     sample_overrides, time.perf_counter()) for case in case_ids]
-
-
 def run_case(loaded: LoadedModel, h5_path: Path, case_dir: Path, out_path: Path,
              sample_overrides: dict | None, started: float) -> dict:
     """predict_case with the model already loaded; `started` is when the timing began."""

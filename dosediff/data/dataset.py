@@ -117,8 +117,8 @@ class H5Slices:
 
     def read(self, z: int) -> dict[str, np.ndarray]:
         """Slice z: ct (H, W) HU, dose (H, W) Gy, body (H, W), cond (K, H, W) in stored units."""
-        arrays = self._reader().slice(z)
         key = self.condition_key
+        arrays = self._reader().slice(z, ["ct", "dose", "body"] + ([key] if key else []))  # only what is used
         h, w = self.shape[1:]
         return {
             "ct": arrays["ct"].astype(np.float32),

@@ -158,13 +158,14 @@ class H5Case:
             self._file = _open(self.path)
         return self._file
 
-    def slice(self, z: int) -> dict[str, np.ndarray]:
-        """Axial slice z of every dataset: (H, W) for volumes, (K, H, W) for ROI stacks."""
+    def slice(self, z: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Axial slice z of the named datasets (default all): (H, W) for volumes, (K, H, W) for
+        ROI stacks."""
         if not 0 <= z < self.n_slices:
             raise IndexError(f"{self.path}: slice {z} outside 0..{self.n_slices - 1}")
         f = self._handle()
         out = {}
-        for name in self.names:
+        for name in self.names if names is None else names:
             ds = f[name]
             raw = ds[z] if ds.ndim == 3 else ds[:, z]
             scale = self._scale[name]

@@ -34,27 +34,6 @@ import numpy as np
 
 from dosediff.errors import input_error, warn
 
-# Metric sets of the paper (sec. 3.2) and OpenKBP, with the canonical ROI names of
-# config/breast.yaml, config/npc.yaml and config/openkbp.yaml. The paper's "ipsilateral lung"
-# is LungL here (left-sided cases); use LungR for right-sided ones.
-BREAST_METRICS: dict[str, list[str]] = {
-    "TB": ["D95", "V95"], "CTV": ["D95", "V95"], "Heart": ["Dmean", "V30"],
-    "LungL": ["Dmean", "V20"], "SpinalCord": ["Dmax"],
-}
-NPC_METRICS: dict[str, list[str]] = {
-    **{t: ["D95", "V95"] for t in ("GTV", "PTV")},
-    **{o: ["Dmax"] for o in ("EyeL", "EyeR", "OpticNerveL", "OpticNerveR", "TemporalLobeL", "TemporalLobeR",
-                             "BrainStem", "SpinalCord")},
-    **{o: ["Dmean", "V30"] for o in ("ParotidL", "ParotidR")},
-    "Mandible": ["Dmin"],
-}
-# OpenKBP's metric names as D/V cells (D0.1cc here is continuous; the official rounded one: openkbp.py).
-OPENKBP_METRICS: dict[str, list[str]] = {
-    **{o: ["D0.1cc", "Dmean"] for o in ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid",
-                                        "Esophagus", "Larynx", "Mandible")},
-    **{t: ["D99", "D95", "D1"] for t in ("PTV56", "PTV63", "PTV70")},
-}
-
 _METRIC_RE = re.compile(r"^(?P<kind>[DV])(?P<num>\d+(?:\.\d*)?|\.\d+)(?P<unit>cc|gy|%)?$", re.IGNORECASE)
 
 

@@ -9,7 +9,6 @@ it gives back the phantom's dose exactly (the dose is 0 outside the body).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from dosediff.io.nifti import atomic_dir
 from dosediff.phantom.patient import (
     ACCESSION, BIRTH_DATE, BODY_ROI_NAME, INSTITUTION, OPERATOR, PATIENT_NAME, PHYSICIAN, ROI_NAMES,
     STATION, STUDY_DATE, TARGETS, PhantomPatient,
@@ -312,22 +312,11 @@ def write_phantom_dicom(patient: PhantomPatient, out_dir: Path) -> None:
     Written into a temporary sibling folder that replaces `out_dir` only once complete,
     so a failure leaves no half-written case behind.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        with _trusted_values():
-            (tmp / "CT").mkdir(parents=True)
-            uids = _Uids(patient)
-            for k in range(patient.geometry.shape[0]):
-                _ct_slice(patient, uids, k).save_as(tmp / "CT" / f"CT.{k + 1}.dcm", enforce_file_format=True)
-            _rtstruct(patient, uids).save_as(tmp / "RS.dcm", enforce_file_format=True)
-            _rtdose(patient, uids).save_as(tmp / "RD.dcm", enforce_file_format=True)
-            _rtplan(patient, uids).save_as(tmp / "RP.dcm", enforce_file_format=True)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(Path(out_dir)) as tmp, _trusted_values():
+        (tmp / "CT").mkdir()
+        uids = _Uids(patient)
+        for k in range(patient.geometry.shape[0]):
+            _ct_slice(patient, uids, k).save_as(tmp / "CT" / f"CT.{k + 1}.dcm", enforce_file_format=True)
+        _rtstruct(patient, uids).save_as(tmp / "RS.dcm", enforce_file_format=True)
+        _rtdose(patient, uids).save_as(tmp / "RD.dcm", enforce_file_format=True)
+        _rtplan(patient, uids).save_as(tmp / "RP.dcm", enforce_file_format=True)
