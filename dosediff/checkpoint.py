@@ -14,7 +14,6 @@ names and pairs, the normalisation, the step): everything predict needs.
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from dosediff.atomic import atomic_file
 from dosediff.config import from_dict
 from dosediff.errors import input_error
 from dosediff.experiment import ExperimentConfig
@@ -36,14 +36,9 @@ CONFIG = "config.json"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write `state` atomically: a temporary file in the same folder, then os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as fh:  # the data must be on disk before the rename makes it current
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write `state` atomically, on disk before the rename makes it current."""
+    with atomic_file(path, fsync=True) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -112,13 +107,10 @@ def save_final(out_dir: Path, model: nn.Module, ema: nn.Module, exp: ExperimentC
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, module in ((WEIGHTS, ema), (RAW_WEIGHTS, model)):
         tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-        tmp = out_dir / (name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "experiment": exp.name})
-        os.replace(tmp, out_dir / name)
-    text = json.dumps({"experiment": exp.to_dict(), **info}, indent=2)
-    tmp = out_dir / (CONFIG + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, out_dir / CONFIG)
+        with atomic_file(out_dir / name) as tmp:
+            save_file(tensors, str(tmp), metadata={"format_version": str(FORMAT_VERSION), "experiment": exp.name})
+    with atomic_file(out_dir / CONFIG) as tmp:
+        tmp.write_text(json.dumps({"experiment": exp.to_dict(), **info}, indent=2))
     return out_dir / WEIGHTS
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from dosediff.atomic import atomic_file
 from dosediff.config import DatasetConfig, PreprocessConfig
 from dosediff.errors import input_error
 from dosediff.io.nifti import read_case, read_image
@@ -60,10 +60,8 @@ def long_rows(experiment: str, case: str, flat: dict) -> list[dict]:
 
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """Atomic CSV write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        df.to_csv(tmp, index=False)
 
 
 def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti_dir: Path,

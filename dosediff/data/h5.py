@@ -14,13 +14,12 @@ finer where it matters and compresses to about the same size. Readers get float3
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from dosediff.atomic import atomic_file
 from dosediff.errors import input_error
 
 SCHEMA_VERSION = 1
@@ -74,37 +73,28 @@ def _from_attr(value):
 
 
 def write_case_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict, compression_level: int = 4) -> None:
-    """Write one case atomically (temporary file in the same folder, then os.replace).
+    """Write one case atomically (dosediff.atomic).
 
     `arrays` uses the schema's names; distance maps (psdm/msdm/tsbdm) are float and get
     quantised here. `attrs` are stored as file attributes next to schema_version.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            for key, value in attrs.items():
-                f.attrs[key] = _attr_value(value)
-            for name, arr in arrays.items():
-                arr = np.asarray(arr)
-                scale = None
-                if name in QUANTUM:
-                    arr, scale = _quantise(arr, QUANTUM[name])
-                elif name in DTYPES:
-                    arr = arr.astype(DTYPES[name], copy=False)
-                ds = f.create_dataset(name, data=arr, chunks=_chunks(arr.shape), compression="gzip",
-                                      compression_opts=int(compression_level), shuffle=True)
-                if scale is not None:
-                    ds.attrs["scale"] = scale
-                if name in UNITS:
-                    ds.attrs["unit"] = UNITS[name]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        for key, value in attrs.items():
+            f.attrs[key] = _attr_value(value)
+        for name, arr in arrays.items():
+            arr = np.asarray(arr)
+            scale = None
+            if name in QUANTUM:
+                arr, scale = _quantise(arr, QUANTUM[name])
+            elif name in DTYPES:
+                arr = arr.astype(DTYPES[name], copy=False)
+            ds = f.create_dataset(name, data=arr, chunks=_chunks(arr.shape), compression="gzip",
+                                  compression_opts=int(compression_level), shuffle=True)
+            if scale is not None:
+                ds.attrs["scale"] = scale
+            if name in UNITS:
+                ds.attrs["unit"] = UNITS[name]
 
 
 def _open(path: Path) -> h5py.File:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from dosediff.atomic import atomic_file
 from dosediff.config import SplitConfig
 from dosediff.errors import input_error
 
@@ -76,15 +75,6 @@ def make_splits(case_ids: list[str], source: str, cfg: SplitConfig) -> dict[str,
 
 
 def write_splits(path: Path, splits: dict[str, list[str]]) -> None:
-    """Write the splits as JSON atomically (temporary file in the same folder, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump({name: list(splits.get(name, [])) for name in SPLITS}, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the splits as JSON atomically (dosediff.atomic)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps({name: list(splits.get(name, [])) for name in SPLITS}, indent=2) + "\n")

@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
 
 from dosediff import __version__
+from dosediff.atomic import atomic_dir
 from dosediff.errors import input_error
 from dosediff.volume import Case, Geometry
 
 POSSIBLE_DOSE = "possible_dose_mask"
-
-
-@contextmanager
-def atomic_dir(out_dir: Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder that replaces `out_dir` only if the block succeeds."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: Path) -> None:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import io
 import lzma
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from dosediff.atomic import atomic_file
 from dosediff.config import DatasetConfig
 from dosediff.errors import input_error, warn
 from dosediff.volume import Case, Geometry
@@ -230,12 +229,5 @@ def write_openkbp_dose_csv(dose_zyx: np.ndarray, path: Path) -> None:
     path = Path(path)
     if path.name.endswith(".xz"):
         body = lzma.compress(body)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(body)

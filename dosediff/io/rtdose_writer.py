@@ -8,7 +8,6 @@ attributes): no name, ID or birth date from the source headers is ever written.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from dosediff import __version__
+from dosediff.atomic import atomic_file
 from dosediff.errors import input_error
 from dosediff.volume import Geometry
 
@@ -119,11 +119,5 @@ def write_rtdose(
         ds.ReferencedImageSequence = Sequence([ref])
     ds.PixelData = pixels.tobytes()
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_file(path) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from pydicom import config as pydicom_config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from dosediff.io.nifti import atomic_dir
+from dosediff.atomic import atomic_dir
 from dosediff.phantom.patient import (
     ACCESSION, BIRTH_DATE, BODY_ROI_NAME, INSTITUTION, OPERATOR, PATIENT_NAME, PHYSICIAN, ROI_NAMES,
     STATION, STUDY_DATE, TARGETS, PhantomPatient,
