@@ -113,7 +113,10 @@ def test_ddim_step_matches_diffusers(steps, eta, clipped_eps):
                          variance_noise=noise if eta > 0 else None)
         x_prev, x0 = ddim_step(x, eps, t, t_prev, ac, eta=eta, noise=noise, clip_x0=True,
                                eps_from_clipped_x0=clipped_eps)
-        torch.testing.assert_close(x0, ref.pred_original_sample, atol=1e-5, rtol=0)
+        # x0 divides by sqrt(alpha_bar_t) (0.006 at t=980), which scales float32 rounding by
+        # up to 160x; diffusers orders the same operations differently.
+        tol = 1e-5 / math.sqrt(ac[t].item())
+        torch.testing.assert_close(x0, ref.pred_original_sample, atol=tol, rtol=0)
         torch.testing.assert_close(x_prev, ref.prev_sample, atol=1e-5, rtol=0)
         unclipped = (x - math.sqrt(1 - ac[t].item()) * eps) / math.sqrt(ac[t].item())
         clipped += int((unclipped.abs() > 1).any())
