@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from dosediff.errors import input_error
+from dosediff.names import check_name, check_names, check_pseudonyms
 
 T = TypeVar("T")
 
@@ -46,6 +47,13 @@ class DatasetConfig:
                 "setting dataset.source", f"value {self.source!r}", "phantom, dicom or openkbp",
                 "set dataset.source in your config file to one of these",
             )
+        check_name(self.name, "dataset.name")
+        check_names(self.rois, "dataset.rois")  # ROI names become file names (roi/<ROI>.nii.gz)
+        check_pseudonyms(self.pseudonyms)
+        unknown_aliased = [n for n in self.aliases if n not in self.rois]
+        if unknown_aliased:
+            raise input_error("setting dataset.aliases", f"aliases of {unknown_aliased}, not in dataset.rois",
+                              f"aliases of names from {self.rois}", "add the ROI to dataset.rois or fix the spelling")
         for group, names in [("targets", list(self.targets)), ("required_rois", self.required_rois),
                              ("lr_pairs", [n for p in self.lr_pairs for n in p])]:
             unknown = [n for n in names if n not in self.rois]
