@@ -110,7 +110,8 @@ def _read_sparse(path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, n
     bad = ~np.isfinite(values)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise input_error(path, f"value {values[row]!r} on line {row + 2}", "a finite number on every line",
+        found = "empty or non-numeric value" if np.isnan(values[row]) else f"value {float(values[row]):g}"
+        raise input_error(path, f"{found} on line {row + 2}", "a finite number on every line",
                           "use the files of the open-kbp repository unchanged", case=case_id)
     return index, values
 
