@@ -103,9 +103,9 @@ class PreprocessConfig:
             raise input_error("setting preprocess.representations", f"values {bad}",
                               f"names from {sorted(allowed)} (masks are always stored)",
                               "remove or correct them")
-        if len(self.size) != 2 or min(self.size) < 8:
+        if len(self.size) != 2 or min(self.size) < 8 or max(self.size) > 2048:  # bounded before allocation
             raise input_error("setting preprocess.size", f"value {self.size}",
-                              "[rows, columns], each at least 8", "set preprocess.size, e.g. [128, 128]")
+                              "[rows, columns], each from 8 to 2048", "set preprocess.size, e.g. [128, 128]")
 
 
 @dataclass(frozen=True)
