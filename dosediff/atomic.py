@@ -26,6 +26,12 @@ def _checked_target(path: Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -67,6 +73,8 @@ def atomic_file(path: Path, fsync: bool = False) -> Iterator[Path]:
         if fsync:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
+        if tmp.exists():  # libraries that write through mkstemp leave 0600; outputs are as open() makes them
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -291,3 +291,25 @@ def test_workflow_run_on_folders_named_by_patient_id_leaks_nothing(tmp_path):
                                              (q.relative_to(work) for q in work.rglob("*") if q.is_file())}
     for sentinel in SENTINELS:
         assert sentinel not in out.stdout + out.stderr, f"{sentinel!r} in snakemake's console output"
+
+
+def test_ct_without_frame_of_reference_is_blamed_on_the_ct(case):
+    """Defect 8: the message names the CT, not the RTSTRUCT with an empty expected UID."""
+    for p in case.rglob("CT.*.dcm"):
+        _edit(p, lambda ds: delattr(ds, "FrameOfReferenceUID"))
+    _error(case, "no FrameOfReferenceUID in the CT", "CT.")
+
+
+def test_atomic_outputs_get_the_usual_mode(tmp_path):
+    """Defect 9: a file written through mkstemp (0600) is made 0644-like before the rename."""
+    import tempfile
+
+    from dosediff.atomic import atomic_file
+    target = tmp_path / "model.safetensors"
+    with atomic_file(target) as tmp:
+        fd, name = tempfile.mkstemp(dir=tmp_path)
+        os.close(fd)
+        os.replace(name, tmp)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -46,7 +46,11 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
     files = scan_folder(folder, case_id)
     ct_items = select_ct_series(files.get("CT", []), files.get("RTSTRUCT", []), folder, case_id)
     ct_path, ct_ds = ct_items[0]
-    ct_for = str(ct_ds.get("FrameOfReferenceUID", ""))
+    ct_for = str(ct_ds.get("FrameOfReferenceUID", "") or "").strip()
+    if not ct_for:  # else the RTSTRUCT and RTDOSE would be blamed, against an empty UID
+        raise input_error(ct_path, "no FrameOfReferenceUID in the CT", "the UID that ties the CT to its "
+                          "structures and dose", "re-export the CT series from the scanner or planning system",
+                          case=case_id)
     ct_what = f"{ct_for}, the CT series' frame of reference ({len(ct_items)} slices, e.g. {ct_path.name})"
 
     struct = select_rtstruct(files.get("RTSTRUCT", []), str(ct_ds.get("SeriesInstanceUID", "")), ct_for,
