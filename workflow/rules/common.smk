@@ -98,7 +98,9 @@ def job_section(name):
     may be patient IDs; each job gets only its own case id and folder)."""
     section = config.get(name, {}) or {}
     if name == "dataset":
-        section = {k: v for k, v in section.items() if k not in ("pseudonyms", "exclude_cases")}
+        section = {
+            k: v for k, v in section.items() if k not in ("pseudonyms", "exclude_cases")
+        }
     return section
 
 

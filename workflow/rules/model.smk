@@ -63,7 +63,12 @@ use rule predict as predict_study with:
         f"{RESULTS}/benchmarks/predict/{{experiment}}/steps{{steps}}_seed{{seed}}/{{case}}.tsv"
     params:
         model=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
-        overrides=lambda wildcards: ["--steps", wildcards.steps, "--seed", wildcards.seed],
+        overrides=lambda wildcards: [
+            "--steps",
+            wildcards.steps,
+            "--seed",
+            wildcards.seed,
+        ],
 
 
 rule mean_dose:
