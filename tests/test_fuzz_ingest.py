@@ -76,104 +76,124 @@ def _first_contour(ds: pydicom.Dataset, rng: np.random.Generator) -> pydicom.Dat
     return roi.ContourSequence[int(rng.integers(len(roi.ContourSequence)))]
 
 
-def dicom_mutation(folder: Path, k: int, rng: np.random.Generator) -> str | None:
-    """Apply mutation k to the patient folder; return the fragment a warning or error must
-    hold for the silent-wrong families (None: any clean outcome)."""
-    cts = sorted(folder.rglob("CT.*.dcm"), key=lambda p: int(p.name.split(".")[1]))
-    pick = {"CT": cts[int(rng.integers(len(cts)))], "RD": folder / "RD.dcm", "RS": folder / "RS.dcm",
-            "RP": folder / "RP.dcm"}
-    family = k % 6
-    if family == 0:  # a header tag as damaged text, bytes or deleted
-        kind = ["CT", "CT", "RD", "RD", "RS", "RP"][int(rng.integers(6))]
-        keyword = TAGS[kind][int(rng.integers(len(TAGS[kind])))]
-        value = VALUES[int(rng.integers(len(VALUES)))]
-        _edit(pick[kind], lambda ds: _set_raw(ds, keyword, value))
-        return None
-    if family == 1:  # bytes: cut, flipped, inserted, appended
-        path = list(pick.values())[int(rng.integers(4))]
-        blob = bytearray(path.read_bytes())
-        op = int(rng.integers(4))
-        at = int(rng.integers(132, len(blob)))
-        if op == 0:
-            blob = blob[:at]
-        elif op == 1:
-            for i in rng.integers(132, len(blob), size=int(rng.integers(1, 8))):
-                blob[int(i)] ^= 0xFF
-        elif op == 2:
-            blob[len(blob) - int(rng.integers(1, 400)):0] = bytes(rng.integers(0, 256, int(rng.integers(1, 4))).tolist())
-        else:
-            blob += bytes(rng.integers(0, 256, int(rng.integers(1, 64))).tolist())
-        path.write_bytes(bytes(blob))
-        return None
-    if family == 2:  # files: removed, duplicated, foreign, nested
-        op = int(rng.integers(7))
-        if op == 0:
-            cts[int(rng.integers(1, len(cts) - 1))].unlink()
-        elif op == 1:
-            shutil.copy(pick["CT"], folder / "CT.copy.dcm")
-        elif op == 2:
-            (folder / "notes.txt").write_text("exported by hand\n")
-        elif op == 3:
-            _edit(pick["CT"], lambda ds: setattr(ds, "SeriesInstanceUID", "1.2.3.4.5.6"))
-        elif op == 4:
-            (folder / ["RS.dcm", "RD.dcm", "RP.dcm"][int(rng.integers(3))]).unlink()
-        elif op == 5:
-            deep = folder.joinpath(*["d"] * int(rng.choice([3, 40])))
-            deep.mkdir(parents=True)
-            shutil.copy(pick["CT"], deep / "x.dcm")
-        else:
-            for p in cts:
-                p.unlink()
-        return None
-    if family == 3:  # contours: NaN, inf, too few points, empty, long UN-encoded
-        op = int(rng.integers(5))
+def _tag(folder: Path, pick: dict, rng: np.random.Generator) -> None:
+    """A header tag as damaged text, bytes or deleted."""
+    kind = ["CT", "CT", "RD", "RD", "RS", "RP"][int(rng.integers(6))]
+    keyword = TAGS[kind][int(rng.integers(len(TAGS[kind])))]
+    value = VALUES[int(rng.integers(len(VALUES)))]
+    _edit(pick[kind], lambda ds: _set_raw(ds, keyword, value))
 
-        def contour(ds: pydicom.Dataset) -> None:
-            c = _first_contour(ds, rng)
-            pts = np.asarray(c.ContourData, dtype=float).reshape(-1, 3)
+
+def _bytes(folder: Path, pick: dict, rng: np.random.Generator) -> None:
+    """Bytes cut, flipped, inserted or appended."""
+    path = list(pick.values())[int(rng.integers(4))]
+    blob = bytearray(path.read_bytes())
+    op, at = int(rng.integers(4)), int(rng.integers(132, len(blob)))
+    if op == 0:
+        blob = blob[:at]
+    elif op == 1:
+        for i in rng.integers(132, len(blob), size=int(rng.integers(1, 8))):
+            blob[int(i)] ^= 0xFF
+    elif op == 2:
+        blob[len(blob) - int(rng.integers(1, 400)):0] = bytes(rng.integers(0, 256, int(rng.integers(1, 4))).tolist())
+    else:
+        blob += bytes(rng.integers(0, 256, int(rng.integers(1, 64))).tolist())
+    path.write_bytes(bytes(blob))
+
+
+def _files(folder: Path, pick: dict, rng: np.random.Generator, cts: list[Path]) -> None:
+    """Files removed, duplicated, foreign or nested."""
+    op = int(rng.integers(7))
+    if op == 0:
+        cts[int(rng.integers(1, len(cts) - 1))].unlink()
+    elif op == 1:
+        shutil.copy(pick["CT"], folder / "CT.copy.dcm")
+    elif op == 2:
+        (folder / "notes.txt").write_text("exported by hand\n")
+    elif op == 3:
+        _edit(pick["CT"], lambda ds: setattr(ds, "SeriesInstanceUID", "1.2.3.4.5.6"))
+    elif op == 4:
+        (folder / ["RS.dcm", "RD.dcm", "RP.dcm"][int(rng.integers(3))]).unlink()
+    elif op == 5:
+        deep = folder.joinpath(*["d"] * int(rng.choice([3, 40])))
+        deep.mkdir(parents=True)
+        shutil.copy(pick["CT"], deep / "x.dcm")
+    else:
+        for p in cts:
+            p.unlink()
+
+
+def _contour(folder: Path, pick: dict, rng: np.random.Generator) -> str | None:
+    """A contour with NaN, inf, too few points, none, or > 64 KB stored as UN."""
+    op = int(rng.integers(5))
+
+    def edit(ds: pydicom.Dataset) -> None:
+        c = _first_contour(ds, rng)
+        pts = np.asarray(c.ContourData, dtype=float).reshape(-1, 3)
+        if op < 4:
             if op == 0:
                 pts[0, 0] = np.nan
             elif op == 1:
                 pts[-1, 1] = np.inf
-            elif op == 2:
-                pts = pts[:2]
-            elif op == 3:
-                pts = pts[:0]
-            if op < 4:
-                c.ContourData = [f"{v:.4f}" for v in pts.ravel()]
-                c.NumberOfContourPoints = len(pts)
-            else:  # > 64 KB of points: explicit VR files store it as UN
-                t = np.linspace(0, 2 * np.pi, 4000, endpoint=False)
-                ring = np.column_stack([pts[:, 0].mean() + 5 * np.cos(t), pts[:, 1].mean() + 5 * np.sin(t),
-                                        np.full_like(t, pts[0, 2])])
-                text = "\\".join(f"{v:.4f}" for v in ring.ravel()).encode()
-                c[0x30060050] = DataElement(0x30060050, "UN", text + (b" " if len(text) % 2 else b""))
-                c.NumberOfContourPoints = len(ring)
+            pts = pts[:2] if op == 2 else pts[:0] if op == 3 else pts
+            c.ContourData = [f"{v:.4f}" for v in pts.ravel()]
+            c.NumberOfContourPoints = len(pts)
+            return
+        t = np.linspace(0, 2 * np.pi, 4000, endpoint=False)  # explicit VR files store this as UN
+        ring = np.column_stack([pts[:, 0].mean() + 5 * np.cos(t), pts[:, 1].mean() + 5 * np.sin(t),
+                                np.full_like(t, pts[0, 2])])
+        text = "\\".join(f"{v:.4f}" for v in ring.ravel()).encode()
+        c[0x30060050] = DataElement(0x30060050, "UN", text + (b" " if len(text) % 2 else b""))
+        c.NumberOfContourPoints = len(ring)
 
-        _edit(pick["RS"], contour)
-        return ["dropped", "dropped", "dropped", "dropped", None][op]
-    if family == 4:  # silent-wrong dose and rescale values
-        op = int(rng.integers(6))
-        edits = [
-            ("RD", lambda ds: setattr(ds, "ImagePositionPatient", ["10000", "10000", "10000"]), "CT grid"),
-            ("RD", lambda ds: setattr(ds, "ImagePositionPatient",
-                                      [str(float(ds.ImagePositionPatient[0]) + 60), *ds.ImagePositionPatient[1:]]),
-             "outside the CT grid"),
-            ("RD", lambda ds: _set_raw(ds, "DoseGridScaling", "1e30"), "DoseGridScaling"),
-            ("CT", lambda ds: _set_raw(ds, "RescaleSlope", "nan"), "RescaleSlope"),
-            ("CT", lambda ds: _set_raw(ds, "RescaleSlope", "0"), "RescaleSlope"),
-            ("CT", lambda ds: setattr(ds, "PixelData", ds.PixelData + b"\0" * 2 * int(ds.Rows) * (int(ds.Columns) - 1)),
-             "PixelData of"),
-        ]
-        kind, fn, fragment = edits[op]
-        _edit(pick[kind], fn)
-        return fragment
-    # family 5: image sizes that would allocate far too much, or disagree
+    _edit(pick["RS"], edit)
+    return "dropped" if op < 4 else None
+
+
+def _silent_wrong(folder: Path, pick: dict, rng: np.random.Generator) -> str:
+    """The silent-wrong dose and rescale values of the sweep; returns what must be reported."""
+    edits = [
+        ("RD", lambda ds: setattr(ds, "ImagePositionPatient", ["10000", "10000", "10000"]), "CT grid"),
+        ("RD", lambda ds: setattr(ds, "ImagePositionPatient",
+                                  [str(float(ds.ImagePositionPatient[0]) + 60), *ds.ImagePositionPatient[1:]]),
+         "outside the CT grid"),
+        ("RD", lambda ds: _set_raw(ds, "DoseGridScaling", "1e30"), "DoseGridScaling"),
+        ("CT", lambda ds: _set_raw(ds, "RescaleSlope", "nan"), "RescaleSlope"),
+        ("CT", lambda ds: _set_raw(ds, "RescaleSlope", "0"), "RescaleSlope"),
+        ("CT", lambda ds: setattr(ds, "PixelData", ds.PixelData + b"\0" * 2 * int(ds.Rows) * (int(ds.Columns) - 1)),
+         "PixelData of"),
+    ]
+    kind, fn, fragment = edits[int(rng.integers(len(edits)))]
+    _edit(pick[kind], fn)
+    return fragment
+
+
+def _sizes(cts: list[Path], pick: dict, rng: np.random.Generator) -> None:
+    """Image sizes that would allocate far too much, disagree between slices, or are missing."""
     op = int(rng.integers(3))
     for p in cts if op == 0 else [pick["CT"]]:
         _edit(p, lambda ds: (setattr(ds, "Rows", 65535), setattr(ds, "Columns", 65535)) if op < 2
               else _set_raw(ds, "BitsAllocated", None))
-    return None
+
+
+def dicom_mutation(folder: Path, k: int, rng: np.random.Generator) -> str | None:
+    """Apply mutation k (family k % 6) to the patient folder; return the fragment a warning or
+    error must hold for the silent-wrong families (None: any clean outcome)."""
+    cts = sorted(folder.rglob("CT.*.dcm"), key=lambda p: int(p.name.split(".")[1]))
+    pick = {"CT": cts[int(rng.integers(len(cts)))], "RD": folder / "RD.dcm", "RS": folder / "RS.dcm",
+            "RP": folder / "RP.dcm"}
+    family = k % 6
+    if family == 0:
+        return _tag(folder, pick, rng)
+    if family == 1:
+        return _bytes(folder, pick, rng)
+    if family == 2:
+        return _files(folder, pick, rng, cts)
+    if family == 3:
+        return _contour(folder, pick, rng)
+    if family == 4:
+        return _silent_wrong(folder, pick, rng)
+    return _sizes(cts, pick, rng)
 
 
 def _check_outcome(folder: Path, out: Path, run, fragment: str | None, what: str) -> str | None:
