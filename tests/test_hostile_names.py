@@ -151,3 +151,17 @@ def test_stale_temporaries_are_removed(tmp_path):
     assert not stale_file.exists() and not stale_dir.exists() and live.exists()
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"new"
     assert remove_stale_temporaries(tmp_path / "checkpoint.pt") == []
+
+
+def test_unsafe_unmapped_folder_is_skipped_with_a_message(tmp_path):
+    """Defect 8: a folder whose name is no safe case id (a space) no longer blocks the others
+    with a MissingInputException; it is skipped with the cause and the fix."""
+    data, work = tmp_path / "exports", tmp_path / "work"
+    work.mkdir()
+    write_phantom_case(data / "anon_ok", "c1", 1, SMALL)
+    (data / "bad name").mkdir()
+    out = _snakemake(work, _site_config(data, exclude_cases=["nobody"]), "-n")
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "skipped" in text and "dataset.pseudonyms" in text and "ingest" in text
+    assert "exclude_cases: ['nobody'] name no case" in text
