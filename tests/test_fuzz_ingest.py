@@ -1,8 +1,9 @@
 """Issue 9: seeded fuzz of ingest over the probe families of the hostile-input sweep.
 
-Each mutation edits a copy of a small phantom DICOM-RT patient (header tags as text, as
-damaged UN bytes or deleted; cut, flipped or inserted bytes; removed, duplicated or foreign
-files; damaged contours; a moved dose grid) or of a small OpenKBP patient (malformed CSVs),
+Each mutation edits a copy of a small phantom DICOM-RT patient (300: header tags as damaged
+text or bytes or deleted; cut, flipped or inserted bytes; removed, duplicated or foreign
+files; damaged contours; a moved dose grid), of six real IBSI CT slices with their RTSTRUCT
+(30, skipped without the sample data) or of a small OpenKBP patient (60, malformed CSVs),
 and ingest must then either succeed with output its own reader accepts, or raise an
 InputError naming the case's file; never another exception, never a hang, never a partial
 output, never a sentinel patient field in a message. Mutations of the "silent wrong data"
@@ -346,3 +347,59 @@ def test_fuzz_openkbp_reader(tmp_path):
     finally:
         signal.signal(signal.SIGALRM, old)
     assert not failures, f"{len(failures)} of {N_OPENKBP} mutations:\n" + "\n".join(failures)
+
+
+N_IBSI = 30
+IBSI_SLICES = slice(20, 26)  # contiguous slices through the GTV of STS_019
+
+
+def ibsi_mutation(folder: Path, k: int, rng: np.random.Generator) -> str | None:
+    """Tag, byte and contour mutations of a real CT series + RTSTRUCT (no dose)."""
+    cts = sorted(folder.rglob("CT.*.dcm"), key=lambda p: int(p.name.split(".")[1]))
+    pick = {"CT": cts[int(rng.integers(len(cts)))], "RS": folder / "RS.dcm"}
+    family = k % 3
+    if family == 0:
+        kind = ["CT", "CT", "RS"][int(rng.integers(3))]
+        keyword = TAGS[kind][int(rng.integers(len(TAGS[kind])))]
+        value = VALUES[int(rng.integers(len(VALUES)))]
+        _edit(pick[kind], lambda ds: _set_raw(ds, keyword, value))
+        return None
+    if family == 1:
+        return _bytes(folder, {**pick, "CT2": cts[0], "RS2": pick["RS"]}, rng)
+    return _contour(folder, pick, rng)
+
+
+@pytest.fixture(scope="module")
+def ibsi_src(ibsi_dir: Path, tmp_path_factory) -> Path:
+    root = ibsi_dir / "STS_019" / "dicom"
+    files = sorted((root / "image").glob("*.dcm"),
+                   key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    src = tmp_path_factory.mktemp("fuzz_ibsi") / "src"
+    (src / "CT").mkdir(parents=True)
+    for k, f in enumerate(files[IBSI_SLICES]):
+        shutil.copy(f, src / "CT" / f"CT.{k}.dcm")
+    shutil.copy(root / "mask" / "RS.dcm", src / "RS.dcm")
+    return src
+
+
+def test_fuzz_ibsi_ingest(ibsi_src, tmp_path):
+    old = signal.signal(signal.SIGALRM, _timeout)
+    rng = np.random.default_rng(SEED)
+    dataset = DatasetConfig(name="ibsi", source="dicom", rois=["GTV_Mass"], aliases={"GTV_Mass": ["GTV_Mass_CT"]})
+    failures = []
+    try:
+        for k in range(N_IBSI):
+            folder, out = tmp_path / f"m{k}" / "fz", tmp_path / f"o{k}" / "fz"
+            shutil.copytree(ibsi_src, folder)
+            fragment = ibsi_mutation(folder, k, rng)
+
+            def run():
+                ingest_case(folder, "fz", dataset, out, require_dose=False)
+                read_case(out)
+            failure = _check_outcome(folder, out, run, fragment, f"IBSI mutation {k} (family {k % 3})")
+            if failure:
+                failures.append(failure)
+            shutil.rmtree(folder.parent, ignore_errors=True)
+    finally:
+        signal.signal(signal.SIGALRM, old)
+    assert not failures, f"{len(failures)} of {N_IBSI} mutations:\n" + "\n".join(failures)
