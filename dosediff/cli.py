@@ -213,16 +213,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setup_logging(verbose: bool) -> None:
+    """dosediff's own messages to stderr (the job log); other libraries' loggers (pydicom logs
+    raw header bytes of damaged files) and Python warnings (which quote values) reach no handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+    root = logging.getLogger()
+    root.handlers[:] = [logging.NullHandler()]  # no lastResort printing for other loggers
+    logging.captureWarnings(True)  # -> logger py.warnings, which has no handler
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; bad input, a full disk or an internal failure ends in one clean
+    message and a non-zero status (the traceback only with -v)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.verbose)
     try:
         args.func(args)
     except InputError as err:
         log.error(str(err))
         return 2
+    except OSError as err:  # a full disk, a permission, a vanished file
+        name = Path(err.filename).name if err.filename else "an output file"
+        log.error(f"{name}: {err.strerror or type(err).__name__}; expected room and permission to read "
+                  "and write. Fix: free disk space or correct the permissions, then run the job again")
+        return 2
+    except Exception as err:
+        if args.verbose:
+            raise
+        # Only the type: messages of library errors may quote header values.
+        log.error(f"internal error in `dosediff {args.command}` ({type(err).__name__}); rerun with -v for "
+                  "the traceback and report it")
+        return 1
     return 0

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from dosediff.errors import input_error
+from dosediff.names import check_name, check_names, check_pseudonyms
 
 T = TypeVar("T")
 
@@ -46,6 +47,13 @@ class DatasetConfig:
                 "setting dataset.source", f"value {self.source!r}", "phantom, dicom or openkbp",
                 "set dataset.source in your config file to one of these",
             )
+        check_name(self.name, "dataset.name")
+        check_names(self.rois, "dataset.rois")  # ROI names become file names (roi/<ROI>.nii.gz)
+        check_pseudonyms(self.pseudonyms)
+        unknown_aliased = [n for n in self.aliases if n not in self.rois]
+        if unknown_aliased:
+            raise input_error("setting dataset.aliases", f"aliases of {unknown_aliased}, not in dataset.rois",
+                              f"aliases of names from {self.rois}", "add the ROI to dataset.rois or fix the spelling")
         for group, names in [("targets", list(self.targets)), ("required_rois", self.required_rois),
                              ("lr_pairs", [n for p in self.lr_pairs for n in p])]:
             unknown = [n for n in names if n not in self.rois]
@@ -95,9 +103,9 @@ class PreprocessConfig:
             raise input_error("setting preprocess.representations", f"values {bad}",
                               f"names from {sorted(allowed)} (masks are always stored)",
                               "remove or correct them")
-        if len(self.size) != 2 or min(self.size) < 8:
+        if len(self.size) != 2 or min(self.size) < 8 or max(self.size) > 2048:  # bounded before allocation
             raise input_error("setting preprocess.size", f"value {self.size}",
-                              "[rows, columns], each at least 8", "set preprocess.size, e.g. [128, 128]")
+                              "[rows, columns], each from 8 to 2048", "set preprocess.size, e.g. [128, 128]")
 
 
 @dataclass(frozen=True)

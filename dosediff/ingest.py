@@ -8,14 +8,20 @@ from pathlib import Path
 from dosediff.config import DatasetConfig
 from dosediff.errors import input_error
 from dosediff.io.nifti import write_case
+from dosediff.io.privacy import case_relative_paths
 from dosediff.volume import Case
 
 log = logging.getLogger("dosediff")
 
 
 def read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool = True) -> Case:
-    """Read one patient from its source folder with the reader for dataset.source."""
-    folder = Path(folder)
+    """Read one patient from its source folder with the reader for dataset.source; messages
+    name files relative to the case (`<case>/CT/1.dcm`), never by the source folder."""
+    with case_relative_paths(folder, case_id):
+        return _read_source_case(Path(folder), case_id, dataset, require_dose)
+
+
+def _read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool) -> Case:
     if not folder.is_dir():
         raise input_error(folder, "folder not found", "one folder per patient under dataset.input_dir",
                           "check dataset.input_dir in your config", case=case_id)

@@ -197,14 +197,14 @@ def test_non_dicom_file(tmp_path, source) -> None:
 def test_empty_folder(tmp_path) -> None:
     folder = tmp_path / "c1"
     (folder / "sub").mkdir(parents=True)
-    expect_error(folder, dataset_config(tmp_path), str(folder), "empty folder")
+    expect_error(folder, dataset_config(tmp_path), "<c1>", "empty folder")  # relative to the case (issue 9)
 
 
 def test_no_ct_series(tmp_path, source) -> None:
     folder = tmp_path / "c1"
     folder.mkdir()
     shutil.copy(source["rs"], folder / "RS.dcm")
-    expect_error(folder, dataset_config(tmp_path), str(folder), "no CT series")
+    expect_error(folder, dataset_config(tmp_path), "<c1>", "no CT series")
 
 
 # ---- frames of reference, dose files ----
@@ -255,7 +255,9 @@ def test_rtplan_prescription_is_logged(tmp_path, source, dose_template, dicompyl
     with caplog.at_level(logging.INFO, logger="dosediff"):
         case = read_dicom_case(folder, "c1", dataset_config(tmp_path, prescription_gy=50.0))
     assert case.prescription_gy == 50.0
-    assert any("rtplan.dcm prescribes up to 14 Gy" in r.getMessage() for r in caplog.records)
+    # Not the file name: Eclipse puts the patient ID in it (issue 9).
+    assert any("the RTPLAN prescribes up to 14 Gy" in r.getMessage() for r in caplog.records)
+    assert not any("rtplan.dcm" in r.getMessage() for r in caplog.records)
 
 
 def test_several_doses_resolved_by_summation_type_or_refused(tmp_path, source, dose_template) -> None:
@@ -279,7 +281,7 @@ def test_several_ct_series_resolved_by_rtstruct_reference(tmp_path, source) -> N
     np.testing.assert_array_equal(case.masks["GTV_Mass"], source["mask"])
     # Without the RTSTRUCT's references the two series cannot be told apart.
     (folder / "RS.dcm").unlink()
-    expect_error(folder, dataset_config(tmp_path), str(folder), "2 CT series", "remove the extra CT series")
+    expect_error(folder, dataset_config(tmp_path), "<c1>", "2 CT series", "remove the extra CT series")
 
 
 def test_two_rtstructs_for_one_ct_are_refused(tmp_path, source) -> None:

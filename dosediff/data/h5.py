@@ -13,6 +13,7 @@ finer where it matters and compresses to about the same size. Readers get float3
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -78,30 +79,53 @@ def write_case_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict, compre
     `arrays` uses the schema's names; distance maps (psdm/msdm/tsbdm) are float and get
     quantised here. `attrs` are stored as file attributes next to schema_version.
     """
-    with atomic_file(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["schema_version"] = SCHEMA_VERSION
-        for key, value in attrs.items():
-            f.attrs[key] = _attr_value(value)
-        for name, arr in arrays.items():
-            arr = np.asarray(arr)
-            scale = None
-            if name in QUANTUM:
-                arr, scale = _quantise(arr, QUANTUM[name])
-            elif name in DTYPES:
-                arr = arr.astype(DTYPES[name], copy=False)
-            ds = f.create_dataset(name, data=arr, chunks=_chunks(arr.shape), compression="gzip",
-                                  compression_opts=int(compression_level), shuffle=True)
-            if scale is not None:
-                ds.attrs["scale"] = scale
-            if name in UNITS:
-                ds.attrs["unit"] = UNITS[name]
+    with atomic_file(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            _write_all(f, arrays, attrs, compression_level)
+        verify_h5(tmp, {name: np.shape(arr) for name, arr in arrays.items()})
+
+
+def verify_h5(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Read a just-written file back (datasets, shapes, every chunk): a short write on a full
+    disk must fail here, before the rename makes the file current."""
+    try:
+        with h5py.File(path, "r") as f:
+            for name, shape in shapes.items():
+                if f[name].shape != tuple(shape):
+                    raise OSError(errno.EIO, f"dataset {name} has shape {f[name].shape}, written {shape}", str(path))
+                f[name][...]
+    except (OSError, KeyError) as exc:
+        raise OSError(errno.EIO, f"HDF5 file unreadable right after writing ({exc}); disk full?", str(path)) from None
+
+
+def _write_all(f: h5py.File, arrays: dict[str, np.ndarray], attrs: dict, compression_level: int) -> None:
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    for key, value in attrs.items():
+        f.attrs[key] = _attr_value(value)
+    for name, arr in arrays.items():
+        arr = np.asarray(arr)
+        scale = None
+        if name in QUANTUM:
+            arr, scale = _quantise(arr, QUANTUM[name])
+        elif name in DTYPES:
+            arr = arr.astype(DTYPES[name], copy=False)
+        ds = f.create_dataset(name, data=arr, chunks=_chunks(arr.shape), compression="gzip",
+                              compression_opts=int(compression_level), shuffle=True)
+        if scale is not None:
+            ds.attrs["scale"] = scale
+        if name in UNITS:
+            ds.attrs["unit"] = UNITS[name]
 
 
 def _open(path: Path) -> h5py.File:
     path = Path(path)
     if not path.is_file():
         raise input_error(path, "file missing", "a preprocessed case (HDF5)", "run the preprocess step for this case")
-    f = h5py.File(path, "r")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise input_error(path, "not a readable HDF5 file (damaged or cut short)", "a preprocessed case (HDF5)",
+                          "delete it and run the preprocess step for this case again") from None
     version = f.attrs.get("schema_version")
     if version != SCHEMA_VERSION:
         f.close()

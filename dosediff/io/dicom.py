@@ -20,18 +20,19 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dosediff.config import DatasetConfig
-from dosediff.errors import input_error, warn
-from dosediff.io.dicom_ct import ct_from_datasets, read_ct_series, read_dataset
+from dosediff.errors import InputError, input_error, warn
+from dosediff.io.dicom_ct import ct_from_datasets, number, read_ct_series, read_dataset
 from dosediff.io.rtdose import read_rtdose, resample_to, rtdose_from_dataset
 from dosediff.io.rtstruct import (rasterize_roi, read_rtstruct, referenced_series_uids,
                                   rtstruct_frame_of_reference, rtstruct_from_dataset)
-from dosediff.volume import Case
+from dosediff.volume import Case, Geometry
 
 __all__ = ["read_ct_series", "read_rtstruct", "rasterize_roi", "read_rtdose", "resample_to", "read_dicom_case"]
 
 log = logging.getLogger("dosediff")
 
 MODALITIES = ("CT", "RTSTRUCT", "RTDOSE", "RTPLAN")
+MIN_DOSE_OVERLAP = 0.5  # of the high-dose region on the CT grid
 Item = tuple[Path, Dataset]
 
 
@@ -45,7 +46,11 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
     files = scan_folder(folder, case_id)
     ct_items = select_ct_series(files.get("CT", []), files.get("RTSTRUCT", []), folder, case_id)
     ct_path, ct_ds = ct_items[0]
-    ct_for = str(ct_ds.get("FrameOfReferenceUID", ""))
+    ct_for = str(ct_ds.get("FrameOfReferenceUID", "") or "").strip()
+    if not ct_for:  # else the RTSTRUCT and RTDOSE would be blamed, against an empty UID
+        raise input_error(ct_path, "no FrameOfReferenceUID in the CT", "the UID that ties the CT to its "
+                          "structures and dose", "re-export the CT series from the scanner or planning system",
+                          case=case_id)
     ct_what = f"{ct_for}, the CT series' frame of reference ({len(ct_items)} slices, e.g. {ct_path.name})"
 
     struct = select_rtstruct(files.get("RTSTRUCT", []), str(ct_ds.get("SeriesInstanceUID", "")), ct_for,
@@ -95,6 +100,7 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
 
     dose = None
     if dose_src is not None:
+        check_dose_overlap(dose_src[0], dose_src[1], geometry, dose_item[0], case_id)
         dose = resample_to(dose_src[0], dose_src[1], geometry)  # (z, y, x) Gy on the CT grid
     _log_prescription(files.get("RTPLAN", []), dose_src[2] if dose_src else None, dataset, case_id)
     log.info(f"case {case_id}: CT {geometry.shape} at {tuple(round(s, 3) for s in geometry.spacing)} mm, "
@@ -103,13 +109,42 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
                 prescription_gy=float(dataset.prescription_gy), meta={"source": "dicom", **uids})
 
 
+def check_dose_overlap(dose: np.ndarray, src: Geometry, ct: Geometry, path: Path, case_id: str) -> float:
+    """Fraction of the dose grid's high-dose voxels (>= 10 % of the maximum) whose centres lie on
+    the CT grid: refused below MIN_DOSE_OVERLAP (the training dose would be mostly zero),
+    warned below 1 (the dose is cut at the CT's edge)."""
+    top = float(dose.max()) if dose.size else 0.0
+    if top <= 0:
+        warn(path, "the dose is 0 Gy everywhere", "used as is; check that this is the plan's dose", case=case_id)
+        return 1.0
+    idx = np.argwhere(dose >= 0.1 * top)  # (n, 3) z, y, x
+    idx = idx[:: max(1, len(idx) // 200_000)]  # a sample is enough for a fraction
+    on_ct = ct.world_to_index(src.index_to_world(idx))  # (n, 3) CT indices
+    inside = np.all((on_ct >= -0.5) & (on_ct <= np.asarray(ct.shape) - 0.5), axis=1)
+    fraction = float(inside.mean())
+    if fraction < MIN_DOSE_OVERLAP:
+        raise input_error(path, f"only {fraction:.1%} of the high-dose region lies on the CT grid",
+                          f"at least {MIN_DOSE_OVERLAP:.0%} (the dose computed on this CT)",
+                          "export the RTDOSE computed on this CT (check ImagePositionPatient)", case=case_id)
+    if fraction < 0.999:
+        warn(path, f"{1 - fraction:.1%} of the high-dose region lies outside the CT grid",
+             "cut at the CT's edge", case=case_id)
+    return fraction
+
+
 def scan_folder(folder: Path, case_id: str) -> dict[str, list[Item]]:
     """Every file under `folder` read as DICOM and grouped by modality (others ignored with a warning)."""
     if not folder.is_dir():
         raise input_error(folder, "folder not found", "a folder of the patient's DICOM-RT files",
                           "check dataset.input_dir and the case name", case=case_id)
     hidden, files = [], []
-    for path in sorted(folder.rglob("*")):
+    try:
+        found = sorted(folder.rglob("*"))
+    except (RecursionError, OSError) as exc:
+        raise input_error(folder, f"sub-folders nested too deep or looping ({type(exc).__name__})",
+                          "a patient folder with a few levels of sub-folders", "flatten the export",
+                          case=case_id) from None
+    for path in found:
         if path.is_file():
             rel = path.relative_to(folder)
             (hidden if any(part.startswith(".") for part in rel.parts) else files).append(path)
@@ -151,6 +186,9 @@ def select_ct_series(cts: list[Item], structs: list[Item], folder: Path, case_id
         struct_fors = {rtstruct_frame_of_reference(ds, p, case_id) for p, ds in structs}
         hits = [uid for uid, items in series.items() if str(items[0][1].get("FrameOfReferenceUID")) in struct_fors]
     if len(hits) == 1:
+        others = sum(len(items) for uid, items in series.items() if uid != hits[0])
+        warn(folder, f"{len(series) - 1} other CT series ({others} slices, e.g. slices whose SeriesInstanceUID "
+             "is damaged)", "ignored: the RTSTRUCT is drawn on the chosen series", case=case_id)
         return series[hits[0]]
     listing = "; ".join(f"series {uid} ({len(items)} slices, e.g. {items[0][0].name})"
                         for uid, items in series.items())
@@ -260,8 +298,13 @@ def _log_prescription(plans: list[Item], dose_refs: dict | None, dataset: Datase
     if not chosen:
         return
     path, ds = chosen[0]
-    doses = [float(ref.TargetPrescriptionDose) for ref in ds.get("DoseReferenceSequence", [])
-             if ref.get("TargetPrescriptionDose") not in (None, "")]
+    try:  # informational only: a damaged value must not stop the case
+        doses = [number(ref, "TargetPrescriptionDose", path, case_id) for ref in ds.get("DoseReferenceSequence", [])]
+    except InputError as err:
+        warn(path, f"unreadable TargetPrescriptionDose ({err})", "not reported", case=case_id)
+        return
+    doses = [d for d in doses if d is not None]
     if doses:
-        log.info(f"case {case_id}: {path.name} prescribes up to {max(doses):g} Gy; "
+        # Not the file name: planning systems put the patient ID in it (RP.<PatientID>.Plan1.dcm).
+        log.info(f"case {case_id}: the RTPLAN prescribes up to {max(doses):g} Gy; "
                  f"using dataset.prescription_gy = {dataset.prescription_gy:g} Gy")

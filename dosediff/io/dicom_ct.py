@@ -19,7 +19,10 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from dosediff.errors import input_error, warn
+from dosediff.io.dicom_tags import check_volume_size, floats, integer, number, pixels, spacing_yx
 from dosediff.volume import Geometry
+
+__all__ = ["floats", "pixels", "read_dataset", "read_ct_series", "ct_from_datasets", "orientation"]
 
 log = logging.getLogger("dosediff")
 
@@ -52,7 +55,22 @@ def read_dataset(path: Path, case_id: str) -> Dataset:
         tag, got, want = short
         raise input_error(path, f"truncated DICOM file: element {tag} holds {got} of its {want} bytes",
                           "a complete DICOM file", fix, case=case_id)
+    _check_elements(ds, path, case_id)
     return ds
+
+
+def _check_elements(ds: Dataset, path: Path, case_id: str) -> None:
+    """Convert every top-level element now, so a damaged value (unknown VR, bad number) is an
+    input error naming its tag here rather than a traceback wherever it is first used."""
+    for tag in list(ds.keys()):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds[tag]
+        except Exception as exc:
+            raise input_error(path, f"element {tag} cannot be read ({type(exc).__name__}: its value or VR is "
+                              "damaged)", "a valid DICOM element", f"remove {path.name} from the case folder, or "
+                              "replace it with a good copy from the export", case=case_id) from None
 
 
 def _read_without_preamble(path: Path) -> Dataset | None:
@@ -80,21 +98,6 @@ def _short_element(ds: Dataset) -> tuple[str, int, int] | None:
     return None
 
 
-def floats(ds: Dataset, keyword: str, n: int, path: Path, case_id: str) -> np.ndarray:
-    """Attribute `keyword` as n floats, or an input error naming the file."""
-    value = ds.get(keyword)
-    fix = "re-export the file from the planning system or scanner; this attribute is required"
-    if value is None:
-        raise input_error(path, f"no {keyword}", f"{n} numbers", fix, case=case_id)
-    try:
-        arr = np.asarray(value if n > 1 else [value], dtype=float).ravel()
-    except (TypeError, ValueError):
-        raise input_error(path, f"{keyword} = {value!r}", f"{n} numbers", fix, case=case_id) from None
-    if arr.size != n or not np.all(np.isfinite(arr)):
-        raise input_error(path, f"{keyword} = {list(arr)}", f"{n} finite numbers", fix, case=case_id)
-    return arr
-
-
 def orientation(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row direction, column direction and slice normal (row x column), unit vectors in LPS."""
     iop = floats(ds, "ImageOrientationPatient", 6, path, case_id)
@@ -117,21 +120,15 @@ def direction_of(row: np.ndarray, col: np.ndarray, normal: np.ndarray) -> tuple[
     return tuple(np.column_stack([row, col, normal]).ravel())
 
 
-def pixels(ds: Dataset, path: Path, case_id: str) -> np.ndarray:
-    """Decoded pixel data, or an input error naming the file."""
-    if "PixelData" not in ds:
-        raise input_error(path, "no pixel data (the file may be cut short)", "an image with PixelData",
-                          f"remove {path.name} or replace it with a complete copy", case=case_id)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ds.pixel_array
-    except Exception as exc:
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise input_error(path, f"pixel data cannot be decoded ({type(exc).__name__}; transfer syntax "
-                          f"{syntax})", "uncompressed or decodable pixel data",
-                          "export the images uncompressed (e.g. `gdcmconv --raw in.dcm out.dcm`)",
-                          case=case_id) from None
+def rescale(ds: Dataset, path: Path, case_id: str) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept (1 and 0 when absent). A slope of 0 (or below) is
+    refused: it is no scale, and taking it as 1 would hide a damaged header."""
+    slope = number(ds, "RescaleSlope", path, case_id, default=1.0, lo=-1e3, hi=1e3)
+    if slope <= 0:
+        raise input_error(path, f"RescaleSlope = {slope:g}", "a positive slope (1 for CT)",
+                          "re-export the CT series; its rescale header is damaged", case=case_id)
+    intercept = number(ds, "RescaleIntercept", path, case_id, default=0.0, lo=-1e5, hi=1e5)
+    return slope, intercept
 
 
 def read_ct_series(files: list[Path], case_id: str) -> tuple[np.ndarray, Geometry, dict]:
@@ -152,8 +149,11 @@ def _same(items: list[tuple[Path, Dataset]], keyword: str, case_id: str, atol: f
         if atol is None:
             same = str(value) == str(ref)
         else:
-            same = value is not None and ref is not None and np.allclose(
-                np.asarray(value, float), np.asarray(ref, float), atol=atol)
+            try:
+                same = value is not None and ref is not None and np.allclose(
+                    np.asarray(value, float), np.asarray(ref, float), atol=atol)
+            except (TypeError, ValueError):  # other counts of values, or not numbers
+                same = False
         if not same:
             raise input_error(path, f"{keyword} {value} differs from {ref} in {first_path.name}",
                               f"one {keyword} for the whole CT series",
@@ -169,7 +169,7 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
     for path, ds in items:
         if ds.get("Modality") != "CT":
             raise input_error(path, f"Modality {ds.get('Modality')}", "CT", "pass only CT slices", case=case_id)
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if integer(ds, "NumberOfFrames", path, case_id, default=1, hi=1 << 20) > 1:
             raise input_error(path, "a multi-frame (enhanced) CT", "one slice per file",
                               "export the CT as classic single-frame images", case=case_id)
     if len(items) < 2:
@@ -182,11 +182,11 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
 
     path0, ds0 = items[0]
     row, col, normal = orientation(ds0, path0, case_id)
-    spacing_yx = floats(ds0, "PixelSpacing", 2, path0, case_id)  # [row spacing (y), column spacing (x)]
+    spacing = spacing_yx(ds0, path0, case_id)  # [row spacing (y), column spacing (x)]
     for path, ds in items:
-        tilt = ds.get("GantryDetectorTilt")
-        if tilt is not None and str(tilt).strip() and abs(float(tilt)) > 1e-3:
-            raise input_error(path, f"GantryDetectorTilt {float(tilt):g} degrees", "an untilted CT (0 degrees)",
+        tilt = number(ds, "GantryDetectorTilt", path, case_id, default=0.0)
+        if abs(tilt) > 1e-3:
+            raise input_error(path, f"GantryDetectorTilt {tilt:g} degrees", "an untilted CT (0 degrees)",
                               "reconstruct or resample the CT without gantry tilt before ingest", case=case_id)
 
     ipp = np.stack([floats(ds, "ImagePositionPatient", 3, p, case_id) for p, ds in items])  # (n, 3) mm
@@ -234,7 +234,8 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
                           case=case_id)
     step = float((along[-1] - along[0]) / (len(along) - 1))
 
-    rows, cols = int(ds0.Rows), int(ds0.Columns)
+    rows, cols = integer(ds0, "Rows", path0, case_id), integer(ds0, "Columns", path0, case_id)
+    check_volume_size((len(items), rows, cols), path0, case_id)
     hu = np.empty((len(items), rows, cols), dtype=np.int16)  # (z, y, x) HU
     clipped = 0
     for k, (path, ds) in enumerate(items):
@@ -242,8 +243,7 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
         if raw.shape != (rows, cols):
             raise input_error(path, f"pixel array of shape {raw.shape}", f"({rows}, {cols}) as Rows/Columns say",
                               "re-export the CT series", case=case_id)
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        slope, intercept = rescale(ds, path, case_id)
         values = np.rint(raw.astype(np.float64) * slope + intercept)  # (y, x) HU
         over = (values < -32768) | (values > 32767)
         clipped += int(over.sum())
@@ -254,7 +254,7 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
 
     geometry = Geometry(
         shape=hu.shape,
-        spacing=(step, float(spacing_yx[0]), float(spacing_yx[1])),
+        spacing=(step, float(spacing[0]), float(spacing[1])),
         origin=tuple(ipp[0]),
         direction=direction_of(row, col, normal),
     )

@@ -28,6 +28,7 @@ import pandas as pd
 from dosediff.atomic import atomic_file
 from dosediff.config import DatasetConfig
 from dosediff.errors import input_error, warn
+from dosediff.io.rtdose import MAX_DOSE_GY
 from dosediff.volume import Case, Geometry
 
 SHAPE = (128, 128, 128)  # OpenKBP (axis0, axis1, axis2)
@@ -36,6 +37,7 @@ CT_OFFSET = 1024  # file value = HU + 1024
 AIR_HU = -CT_OFFSET
 DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # slice index runs superior->inferior
 RESERVED = ("ct", "dose", "possible_dose_mask", "voxel_dimensions")
+MAX_CSV_BYTES = 256 << 20  # a dense 128^3 CSV is about 60 MB
 
 
 def _find(folder: Path, stem: str) -> Path | None:
@@ -56,12 +58,27 @@ def _stem(path: Path) -> str | None:
 
 
 def _read_bytes(path: Path, case_id: str) -> bytes:
+    """The file's bytes (decompressed for .xz), bounded by MAX_CSV_BYTES."""
     try:
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise input_error(path, f"a file of {path.stat().st_size} bytes", f"at most {MAX_CSV_BYTES} bytes "
+                              "(a full 128^3 volume is smaller)", "use the files of the open-kbp repository unchanged",
+                              case=case_id)
         raw = path.read_bytes()
-        return lzma.decompress(raw) if path.name.endswith(".xz") else raw
+        if not path.name.endswith(".xz"):
+            return raw
+        unxz = lzma.LZMADecompressor()
+        text = unxz.decompress(raw, max_length=MAX_CSV_BYTES)
+    except OSError as exc:  # a folder named like a CSV, a symlink loop, a permission
+        raise input_error(path, f"unreadable ({exc.strerror or type(exc).__name__})", "a readable OpenKBP CSV file",
+                          "replace it with the file from the open-kbp repository", case=case_id) from None
     except lzma.LZMAError as exc:
         raise input_error(path, f"not a valid xz file ({exc})", "an xz-compressed OpenKBP CSV",
-                          "re-download or re-compress the file", case=case_id) from exc
+                          "re-download or re-compress the file", case=case_id) from None
+    if not unxz.eof:
+        raise input_error(path, "an xz file that is cut short or decompresses past the size bound",
+                          "a complete xz-compressed OpenKBP CSV", "re-download the file", case=case_id)
+    return text
 
 
 def _read_sparse(path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -74,7 +91,7 @@ def _read_sparse(path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, n
     try:
         df = pd.read_csv(io.BytesIO(text), engine="c", header=0, names=["index", "value"],
                          dtype={"index": np.int64, "value": np.float64})
-    except (ValueError, pd.errors.ParserError) as exc:
+    except (ValueError, OverflowError, pd.errors.ParserError) as exc:
         raise input_error(path, f"malformed CSV ({str(exc).splitlines()[0]})",
                           "rows 'flat_index,value' with an integer index",
                           "use the files of the open-kbp repository unchanged", case=case_id) from exc
@@ -83,14 +100,28 @@ def _read_sparse(path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, n
         bad = int(index.min() if index.min() < 0 else index.max())
         raise input_error(path, f"flat index {bad} out of range", f"0 <= index < {N_VOXELS} (128^3, C order)",
                           "the file is not an OpenKBP 128^3 volume; check its source", case=case_id)
+    if np.unique(index).size != index.size:
+        dup = int(index[np.flatnonzero(np.diff(np.sort(index)) == 0)[0]]) if index.size else 0
+        raise input_error(path, f"flat index {dup} listed more than once", "each voxel at most once",
+                          "use the files of the open-kbp repository unchanged", case=case_id)
     if is_mask:
         return index, None
     values = df["value"].to_numpy()
-    if np.isnan(values).any():
-        row = int(np.flatnonzero(np.isnan(values))[0]) + 2
-        raise input_error(path, f"empty or non-numeric value on line {row}", "a number on every line",
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        found = "empty or non-numeric value" if np.isnan(values[row]) else f"value {float(values[row]):g}"
+        raise input_error(path, f"{found} on line {row + 2}", "a finite number on every line",
                           "use the files of the open-kbp repository unchanged", case=case_id)
     return index, values
+
+
+def _check_dose(path: Path, values: np.ndarray, case_id: str) -> None:
+    """Doses in [0, MAX_DOSE_GY] Gy; anything else is a damaged file, not a dose."""
+    if values.size and (values.min() < 0 or values.max() > MAX_DOSE_GY):
+        raise input_error(path, f"doses from {float(values.min()):.4g} to {float(values.max()):.4g} Gy",
+                          f"doses in [0, {MAX_DOSE_GY:g}] Gy", "use the files of the open-kbp repository unchanged",
+                          case=case_id)
 
 
 def _dense(index: np.ndarray, values: np.ndarray | float, dtype: type, fill: float = 0) -> np.ndarray:
@@ -120,8 +151,9 @@ def _read_spacing(path: Path, case_id: str) -> tuple[float, float, float]:
         dims = [float(v) for v in text.split()]
     except ValueError:
         dims = []
-    if len(dims) != 3 or not all(np.isfinite(dims)) or min(dims) <= 0:
-        raise input_error(path, f"content {text.strip()[:60]!r}", "three positive lengths in mm (in-plane, in-plane, slice)",
+    if len(dims) != 3 or not all(np.isfinite(dims)) or min(dims) < 0.01 or max(dims) > 100:
+        raise input_error(path, f"content {text.strip()[:60]!r}", "three lengths in mm in [0.01, 100] "
+                          "(in-plane, in-plane, slice)",
                           "restore voxel_dimensions.csv from the open-kbp repository", case=case_id)
     return (dims[2], dims[0], dims[1])
 
@@ -169,6 +201,7 @@ def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
     dose_path = _find(folder, "dose")
     if dose_path is not None:
         index, values = _read_sparse(dose_path, case_id, is_mask=False)
+        _check_dose(dose_path, values, case_id)
         dose = from_openkbp_array(_dense(index, values.astype(np.float32), np.float32))
     elif require_dose:
         raise input_error(folder / "dose.csv", "file missing", "the planned dose as dose.csv or dose.csv.xz",
@@ -184,6 +217,7 @@ def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
     lookup = _roi_lookup(dataset)
     ignored = {n.lower() for n in dataset.ignore_rois}
     found: dict[str, np.ndarray] = {}
+    sources: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         stem = _stem(path)
         if stem is None or stem in RESERVED or stem.lower() in ignored:
@@ -194,6 +228,11 @@ def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
         if canonical is None:
             warn(path, f"ROI {stem!r} is not in dataset.rois or its aliases", "the ROI is skipped", case=case_id)
             continue
+        if canonical in sources:  # e.g. ptv70.csv beside PTV70.csv: which one is meant is unknown
+            raise input_error(path, f"a second file for ROI {canonical} (the other: {sources[canonical].name})",
+                              "one file per ROI (names compared ignoring case, aliases included)",
+                              "remove the file that does not belong to this patient", case=case_id)
+        sources[canonical] = path
         index, _ = _read_sparse(path, case_id, is_mask=True)
         found[canonical] = from_openkbp_array(_dense(index, 1, np.uint8))
     masks = {name: np.ascontiguousarray(found[name]) for name in dataset.rois if name in found}

@@ -15,6 +15,7 @@ from scipy.ndimage import map_coordinates
 
 from dosediff.errors import input_error, warn
 from dosediff.io.dicom_ct import direction_of, floats, orientation, pixels, read_dataset, step_tolerance
+from dosediff.io.dicom_tags import integer, number, spacing_yx
 from dosediff.volume import Geometry
 
 # DoseSummationType values that are not the whole plan's dose, and what they mean.
@@ -30,6 +31,8 @@ SUMMATION_MEANING = {
     "PLAN_OVERVIEW": "a summary of plans",
 }
 ABSOLUTE_TOL_MM = 0.1  # absolute offsets: first value vs ImagePositionPatient (decimal-string rounding)
+MAX_DOSE_GY = 1e4  # above: a damaged scaling, not a dose (brachytherapy peaks stay below)
+HIGH_DOSE_GY = 200.0  # external-beam plans stay below; higher is warned
 EDGE_SNAP = 1e-4  # voxels: points this close outside the source grid count as on its edge
 
 
@@ -52,14 +55,14 @@ def check_rtdose_header(ds: Dataset, path: Path, case_id: str) -> dict:
         raise input_error(path, f"DoseUnits {units or 'missing'}", "GY (absolute dose in gray)",
                           "export the dose in absolute units (Gy) from the planning system; a RELATIVE "
                           "dose has no known scale", case=case_id)
-    scaling = ds.get("DoseGridScaling")
-    if scaling is None or str(scaling).strip() == "":
+    scaling = number(ds, "DoseGridScaling", path, case_id)
+    if scaling is None:
         raise input_error(path, "no DoseGridScaling (3004,000E)",
                           "the factor that turns the stored integers into Gy",
                           "export the RTDOSE again with its dose grid scaling; the stored integers alone "
                           "have no unit", case=case_id)
-    if not np.isfinite(float(scaling)) or float(scaling) <= 0:
-        raise input_error(path, f"DoseGridScaling {scaling}", "a positive number",
+    if scaling <= 0:
+        raise input_error(path, f"DoseGridScaling {scaling:g}", "a positive number",
                           "export the RTDOSE again from the planning system", case=case_id)
     dose_type = str(ds.get("DoseType", "") or "").strip().upper()
     if dose_type == "ERROR":
@@ -105,13 +108,14 @@ def rtdose_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarr
     refs = check_rtdose_header(ds, path, case_id)
     row, col, normal = orientation(ds, path, case_id)
     ipp = floats(ds, "ImagePositionPatient", 3, path, case_id)
-    spacing_yx = floats(ds, "PixelSpacing", 2, path, case_id)  # [row spacing (y), column spacing (x)] mm
+    spacing = spacing_yx(ds, path, case_id)  # [row spacing (y), column spacing (x)] mm
     raw = pixels(ds, path, case_id)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    n_frames = integer(ds, "NumberOfFrames", path, case_id, default=1, hi=4096)
     raw = raw[None] if raw.ndim == 2 else raw  # (frames, rows, columns)
-    if raw.shape != (n_frames, int(ds.Rows), int(ds.Columns)):
+    rows, cols = integer(ds, "Rows", path, case_id), integer(ds, "Columns", path, case_id)
+    if raw.shape != (n_frames, rows, cols):
         raise input_error(path, f"pixel array of shape {raw.shape}",
-                          f"(NumberOfFrames, Rows, Columns) = ({n_frames}, {ds.Rows}, {ds.Columns})",
+                          f"(NumberOfFrames, Rows, Columns) = ({n_frames}, {rows}, {cols})",
                           "export the RTDOSE again", case=case_id)
     positions = frame_positions(ds, n_frames, normal, ipp, path, case_id)
     order = np.argsort(positions, kind="stable")  # increasing along the normal
@@ -125,17 +129,31 @@ def rtdose_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarr
                               "(uniform frame spacing) from the planning system", case=case_id)
         step = float((positions[-1] - positions[0]) / (n_frames - 1))
     else:  # one frame: the step only matters for volumes, take the nominal thickness
-        thickness = ds.get("SliceThickness")
-        step = float(thickness) if thickness not in (None, "") and float(thickness) > 0 else float(min(spacing_yx))
-    scaling = float(ds.DoseGridScaling)
-    dose = (raw.astype(np.float64) * scaling).astype(np.float32)  # (z, y, x) Gy
+        thickness = number(ds, "SliceThickness", path, case_id, default=0.0, lo=0.0, hi=1e3)
+        step = thickness if thickness > 0 else float(min(spacing))
+    dose = scaled_dose(raw, number(ds, "DoseGridScaling", path, case_id), path, case_id)  # (z, y, x) Gy
     geometry = Geometry(
         shape=dose.shape,
-        spacing=(step, float(spacing_yx[0]), float(spacing_yx[1])),
+        spacing=(step, float(spacing[0]), float(spacing[1])),
         origin=tuple(ipp + positions[0] * normal),
         direction=direction_of(row, col, normal),
     )
     return dose, geometry, refs
+
+
+def scaled_dose(raw: np.ndarray, scaling: float, path: Path, case_id: str) -> np.ndarray:
+    """Stored integers x DoseGridScaling -> float32 Gy; an absurd maximum is refused, a high
+    one warned, naming the value (a damaged scaling would otherwise train on nonsense)."""
+    dose = raw.astype(np.float64) * scaling  # (z, y, x) Gy
+    top = float(dose.max()) if dose.size else 0.0
+    if not np.isfinite(top) or top > MAX_DOSE_GY or float(dose.min()) < 0:
+        raise input_error(path, f"doses from {float(dose.min()):.4g} to {top:.4g} Gy (DoseGridScaling {scaling:g})",
+                          f"doses in [0, {MAX_DOSE_GY:g}] Gy", "export the RTDOSE again; its scaling or "
+                          "pixel data are damaged", case=case_id)
+    if top > HIGH_DOSE_GY:
+        warn(path, f"maximum dose {top:.4g} Gy (DoseGridScaling {scaling:g})",
+             f"above {HIGH_DOSE_GY:g} Gy; used as is, check the export", case=case_id)
+    return dose.astype(np.float32)
 
 
 def _index_affine(src: Geometry, dst: Geometry) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ even-odd rule, so several contours on one slice combine by XOR (holes).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from pydicom.dataset import Dataset
 from dosediff.errors import input_error, warn
 from dosediff.io.dicom_ct import read_dataset
 from dosediff.volume import Geometry
+
+CONTOUR_DATA = 0x30060050
 
 
 def read_rtstruct(path: Path, case_id: str) -> tuple[dict[str, list[np.ndarray]], str]:
@@ -69,6 +72,7 @@ def rtstruct_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[dict[s
         names[number] = str(item.get("ROIName", "")).strip() or f"ROI {number}"
     by_number: dict[int, list[np.ndarray]] = {n: [] for n in names}
     skipped: dict[str, set[str]] = {}
+    dropped: dict[str, int] = {}
     for roi in ds.get("ROIContourSequence", []):
         number = _roi_number(roi, "ReferencedROINumber", path, case_id)
         if number not in names:
@@ -80,14 +84,14 @@ def rtstruct_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[dict[s
             if kind != "CLOSED_PLANAR":
                 skipped.setdefault(kind, set()).add(names[number])
                 continue
-            data = contour.get("ContourData")
-            points = np.asarray(data if data is not None else [], dtype=float)
-            if points.size % 3:
-                raise input_error(path, f"ROI {names[number]!r}: ContourData of {points.size} numbers",
-                                  "x, y, z triplets", "re-export the RTSTRUCT", case=case_id)
-            points = points.reshape(-1, 3)  # (N, 3) x, y, z mm
-            if len(points) >= 3:  # fewer points enclose no area
+            points = contour_points(contour, names[number], path, case_id)  # (N, 3) x, y, z mm
+            if len(points) >= 3 and np.isfinite(points).all():
                 by_number[number].append(points)
+            else:  # fewer points enclose no area; NaN or inf points have no place
+                dropped[names[number]] = dropped.get(names[number], 0) + 1
+    if dropped:
+        warn(path, f"contours with fewer than 3 points or non-finite coordinates (count per ROI: {dropped})",
+             "dropped", case=case_id)
     for kind, rois in skipped.items():
         why = "points mark positions and enclose no volume" if kind == "POINT" else "open contours enclose no area"
         warn(path, f"{kind} contours in ROIs {sorted(rois)}", f"skipped ({why})", case=case_id)
@@ -104,10 +108,37 @@ def rtstruct_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[dict[s
     return rois, frame_uid
 
 
+def contour_points(contour: Dataset, roi: str, path: Path, case_id: str) -> np.ndarray:
+    """ContourData as (N, 3) floats. Values over 64 KB are stored as UN in explicit VR files
+    (the DS length field is 16 bits); pydicom cannot always convert those, so the raw bytes
+    are decoded here as the DS text they are."""
+    elem = contour.get_item(CONTOUR_DATA) if CONTOUR_DATA in contour else None
+    if elem is None:
+        return np.zeros((0, 3))
+    raw = getattr(elem, "value", None)
+    try:
+        if isinstance(raw, (bytes, bytearray)):
+            text = bytes(raw).decode("ascii").strip(" \x00")
+            values = [float(v) for v in text.split("\\") if v.strip()]
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data = contour.ContourData
+            values = [] if data is None else ([float(data)] if np.ndim(data) == 0 and not isinstance(data, list)
+                                               else [float(v) for v in data])
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise input_error(path, f"ROI {roi!r}: ContourData that is not a list of numbers", "x, y, z triplets in mm",
+                          "re-export the RTSTRUCT", case=case_id) from None
+    if len(values) % 3:
+        raise input_error(path, f"ROI {roi!r}: ContourData of {len(values)} numbers", "x, y, z triplets",
+                          "re-export the RTSTRUCT", case=case_id)
+    return np.asarray(values, dtype=float).reshape(-1, 3)
+
+
 def _roi_number(item: Dataset, keyword: str, path: Path, case_id: str) -> int:
     try:
         return int(item.get(keyword))
-    except (TypeError, ValueError):
+    except Exception:  # absent, not a number, or a damaged value pydicom cannot convert
         raise input_error(path, f"a ROI item with {keyword} {item.get(keyword)!r}", "an integer ROI number",
                           "re-export the RTSTRUCT from the planning system", case=case_id) from None
 

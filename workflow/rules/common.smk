@@ -1,8 +1,11 @@
 # Config validation, the case table and helpers shared by the rules.
 import json
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
+
+from dosediff.names import SAFE_WILDCARD, check_names, check_pseudonyms, is_safe_name
 
 validate(config, "../schemas/config.schema.yaml")
 
@@ -14,7 +17,8 @@ ENV = "../envs/dosediff.yaml"
 
 
 wildcard_constraints:
-    case=r"[A-Za-z0-9_.\-]+",
+    case=SAFE_WILDCARD,
+    experiment=SAFE_WILDCARD,
 
 
 def find_cases():
@@ -32,23 +36,77 @@ def find_cases():
                 f"setting dataset.input_dir: folder {INPUT_DIR} not found; expected a folder with one "
                 "sub-folder per patient. Fix: point dataset.input_dir at your data (see README)."
             )
-        pattern = ["pt_*", "*-pats/pt_*"] if SOURCE == "openkbp" else ["*"]
-        pseudonyms = config["dataset"].get("pseudonyms", {})
-        found = {}
-        for pat in pattern:
-            for folder in sorted(INPUT_DIR.glob(pat)):
-                if folder.is_dir() and not folder.name.startswith("."):
-                    found[pseudonyms.get(folder.name, folder.name)] = folder
+        found = source_folders(INPUT_DIR)
     excluded = set(config["dataset"].get("exclude_cases", []))
+    unknown = sorted(excluded - set(found))
+    if unknown:
+        print(
+            f"dosediff: setting dataset.exclude_cases: {unknown} name no case; ignored "
+            "(write the case id: the pseudonym where the folder has one)"
+        )
     return {case: path for case, path in sorted(found.items()) if case not in excluded}
+
+
+def source_folders(input_dir):
+    """Case id -> patient folder; a pseudonymised folder is reached through a link named by
+    its pseudonym, so no job command or Snakemake record carries the folder name."""
+    pseudonyms = config["dataset"].get("pseudonyms", {}) or {}
+    check_pseudonyms(pseudonyms)
+    pattern = ["pt_*", "*-pats/pt_*"] if SOURCE == "openkbp" else ["*"]
+    found = {}
+    for pat in pattern:
+        for folder in sorted(input_dir.glob(pat)):
+            if not folder.is_dir() or folder.name.startswith("."):
+                continue
+            case = pseudonyms.get(folder.name, folder.name)
+            if not is_safe_name(case):  # skipped, so that --keep-going runs the others
+                print(
+                    f"dosediff: patient folder {case!r} skipped: its name is not a safe case id "
+                    "(letters, digits, _ . -). Fix: rename it or map it in dataset.pseudonyms."
+                )
+                continue
+            if case in found:
+                raise ValueError(
+                    f"setting dataset.pseudonyms: two patient folders give case id {case!r}; "
+                    "expected one folder per case. Fix: give each folder its own pseudonym."
+                )
+            found[case] = link_source(case, folder) if case != folder.name else folder
+    return found
+
+
+def link_source(case, folder):
+    link = Path(RESULTS) / "sources" / case
+    target = str(folder.resolve())
+    if not (link.is_symlink() and os.readlink(link) == target):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{case}.link-{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target, target_is_directory=True)
+        os.replace(tmp, link)
+    return link
 
 
 CASES = find_cases()
 
 
+check_names(CASES, "case id")
+check_names(config.get("experiments", {}) or {}, "experiments (experiment name)")
+
+
+def job_section(name):
+    """A config section as jobs get it: the dataset without its pseudonym table (folder names
+    may be patient IDs; each job gets only its own case id and folder)."""
+    section = config.get(name, {}) or {}
+    if name == "dataset":
+        section = {
+            k: v for k, v in section.items() if k not in ("pseudonyms", "exclude_cases")
+        }
+    return section
+
+
 def settings(*sections):
     """The named config sections as JSON: what a rule hands to `dosediff <stage> --settings`."""
-    return json.dumps({name: config.get(name, {}) for name in sections}, sort_keys=True)
+    return json.dumps({name: job_section(name) for name in sections}, sort_keys=True)
 
 
 def source_folder(wildcards):
@@ -65,7 +123,7 @@ def experiment_settings(wildcards):
     """Only this experiment's section, so editing one experiment reruns only its jobs."""
     return json.dumps(
         {
-            "dataset": config["dataset"],
+            "dataset": job_section("dataset"),
             "experiments": {
                 wildcards.experiment: config["experiments"][wildcards.experiment]
             },

@@ -39,7 +39,7 @@ rule evaluate:
         nifti_dir=f"{RESULTS}/nifti",
         predictions=lambda wildcards: f"{RESULTS}/predictions/{wildcards.experiment}",
     shell:
-        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment} --cases {params.cases} --nifti-dir {params.nifti_dir} --predictions {params.predictions} --out {params.out} 2> {log}"
+        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment:q} --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --predictions {params.predictions:q} --out {params.out:q} 2> {log:q}"
 
 
 rule study:
@@ -66,7 +66,7 @@ rule study:
         study_dir=lambda wildcards: f"{RESULTS}/predictions/{study(wildcards.kind)[0]}/study",
         nifti_dir=f"{RESULTS}/nifti",
     shell:
-        "dosediff study --settings {params.settings:q} --experiment {params.experiment} --variants {params.variants} --cases {params.cases} --nifti-dir {params.nifti_dir} --study-dir {params.study_dir} --out {output} 2> {log}"
+        "dosediff study --settings {params.settings:q} --experiment {params.experiment:q} --variants {params.variants:q} --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --study-dir {params.study_dir:q} --out {output:q} 2> {log:q}"
 
 
 rule report:
@@ -91,7 +91,7 @@ rule report:
     threads: 1
     params:
         settings=settings("report"),
-        steps=lambda wildcards, input: f"--steps {input.steps}" if input.steps else "",
-        seeds=lambda wildcards, input: f"--seeds {input.seeds}" if input.seeds else "",
+        steps=lambda wildcards, input: ["--steps", *input.steps] if input.steps else [],
+        seeds=lambda wildcards, input: ["--seeds", *input.seeds] if input.seeds else [],
     shell:
-        "dosediff report --settings {params.settings:q} --metrics {input.metrics} {params.steps} {params.seeds} --out {output} 2> {log}"
+        "dosediff report --settings {params.settings:q} --metrics {input.metrics:q} {params.steps:q} {params.seeds:q} --out {output:q} 2> {log:q}"

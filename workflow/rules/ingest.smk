@@ -16,4 +16,4 @@ rule ingest:
     params:
         settings=settings("dataset"),
     shell:
-        "dosediff ingest --settings {params.settings:q} --case {wildcards.case} --input {input} --out {output} 2> {log}"
+        "dosediff ingest --settings {params.settings:q} --case {wildcards.case:q} --input {input:q} --out {output:q} 2> {log:q}"

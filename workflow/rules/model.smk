@@ -23,7 +23,7 @@ rule train:
         out=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
         h5_dir=f"{RESULTS}/h5",
     shell:
-        "dosediff train --settings {params.settings:q} --experiment {wildcards.experiment} --h5-dir {params.h5_dir} --splits {input.splits} --out {params.out} --threads {threads} 2> {log}"
+        "dosediff train --settings {params.settings:q} --experiment {wildcards.experiment:q} --h5-dir {params.h5_dir:q} --splits {input.splits:q} --out {params.out:q} --threads {threads} 2> {log:q}"
 
 
 rule predict:
@@ -48,9 +48,9 @@ rule predict:
         mem_mb=4000,
     params:
         model=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
-        overrides="",
+        overrides=[],
     shell:
-        "dosediff predict --model {params.model} --h5 {input.h5} --case-dir {input.case} --out {output.dose} --threads {threads} {params.overrides} 2> {log}"
+        "dosediff predict --model {params.model:q} --h5 {input.h5:q} --case-dir {input.case:q} --out {output.dose:q} --threads {threads} {params.overrides:q} 2> {log:q}"
 
 
 use rule predict as predict_study with:
@@ -63,7 +63,12 @@ use rule predict as predict_study with:
         f"{RESULTS}/benchmarks/predict/{{experiment}}/steps{{steps}}_seed{{seed}}/{{case}}.tsv"
     params:
         model=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
-        overrides=lambda wildcards: f"--steps {wildcards.steps} --seed {wildcards.seed}",
+        overrides=lambda wildcards: [
+            "--steps",
+            wildcards.steps,
+            "--seed",
+            wildcards.seed,
+        ],
 
 
 rule mean_dose:
@@ -79,4 +84,4 @@ rule mean_dose:
         ENV
     threads: 1
     shell:
-        "dosediff mean-dose --train-h5 {input.train} --h5 {input.h5} --out {output.dose} 2> {log}"
+        "dosediff mean-dose --train-h5 {input.train:q} --h5 {input.h5:q} --out {output.dose:q} 2> {log:q}"

@@ -13,4 +13,4 @@ rule phantom:
         settings=settings("phantom"),
         index=lambda wildcards: int(wildcards.case.rsplit("_", 1)[-1]),
     shell:
-        "dosediff phantom --settings {params.settings:q} --case {wildcards.case} --index {params.index} --out {output} 2> {log}"
+        "dosediff phantom --settings {params.settings:q} --case {wildcards.case:q} --index {params.index:q} --out {output:q} 2> {log:q}"

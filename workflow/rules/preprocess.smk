@@ -16,7 +16,7 @@ rule preprocess:
     params:
         settings=settings("dataset", "preprocess"),
     shell:
-        "dosediff preprocess --settings {params.settings:q} --input {input} --out {output} 2> {log}"
+        "dosediff preprocess --settings {params.settings:q} --input {input:q} --out {output:q} 2> {log:q}"
 
 
 checkpoint split:
@@ -30,4 +30,4 @@ checkpoint split:
         settings=settings("dataset", "split"),
         cases=list(CASES),
     shell:
-        "dosediff split --settings {params.settings:q} --cases {params.cases} --out {output} 2> {log}"
+        "dosediff split --settings {params.settings:q} --cases {params.cases:q} --out {output:q} 2> {log:q}"
