@@ -101,13 +101,14 @@ def test_readme_openkbp_command_to_submission_and_scores(tmp_path, openkbp_dir):
     for experiment in ("tiny", "mean_dose"):
         folder = results / "submission" / experiment
         assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == ["pt_241.csv"]
-        submitted = read_csv_volume(folder / "pt_241.csv")
+        # values are written as the shortest text of each float32: read back through float32
+        submitted = read_csv_volume(folder / "pt_241.csv").astype(np.float32)
         nifti = sitk.GetArrayFromImage(sitk.ReadImage(str(results / "predictions" / experiment / "pt_241.nii.gz")))
         # Case arrays are (z, y, x) = OpenKBP axes (2, 0, 1)
-        assert np.array_equal(submitted, nifti.transpose(1, 2, 0).astype(np.float64))
+        assert np.array_equal(submitted, nifti.transpose(1, 2, 0))
         possible = read_csv_volume(data / "test-pats" / "pt_241" / "possible_dose_mask.csv.xz") > 0
         assert submitted[~possible].max() == 0 and submitted[possible].max() > 0
-        dose_score, dvh_score = official_scores({"pt_241": data / "test-pats" / "pt_241"}, {"pt_241": submitted})
+        dose_score, dvh_score = official_scores({"pt_241": data / "test-pats" / "pt_241"}, {"pt_241": submitted.astype(np.float64)})
         written = json.loads((results / "metrics" / experiment / "openkbp_scores.json").read_text())
         assert written["dose_score"] == pytest.approx(dose_score, abs=1e-6)
         assert written["dvh_score"] == pytest.approx(dvh_score, abs=1e-6)
