@@ -59,8 +59,9 @@ def cmd_split(args: argparse.Namespace) -> None:
     dataset = section(settings, DatasetConfig, "dataset")
     cfg = section(settings, SplitConfig, "split")
     splits = make_splits(list(args.cases), dataset.source, cfg)
-    write_splits(Path(args.out), splits)
-    log.info("split: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+    evaluate_on = cfg.evaluation_split(splits)
+    write_splits(Path(args.out), splits, evaluate_on)
+    log.info("split: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()) + f"; evaluated: {evaluate_on}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -105,6 +106,12 @@ def cmd_study(args: argparse.Namespace) -> None:
 
     evaluate_study(_settings(args), args.experiment, list(args.variants), list(args.cases),
                    Path(args.nifti_dir), Path(args.study_dir), Path(args.out))
+
+
+def cmd_submission(args: argparse.Namespace) -> None:
+    from dosediff.submission import write_submission
+
+    write_submission(list(args.cases), Path(args.nifti_dir), Path(args.predictions), Path(args.out))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -202,6 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study-dir", required=True, help="folder holding one sub-folder per variant")
     p.add_argument("--out", required=True, help="output CSV")
     p.set_defaults(func=cmd_study)
+
+    p = sub.add_parser("submission", help="OpenKBP predictions as the challenge's pt_N.csv submission files")
+    p.add_argument("--cases", required=True, nargs="+", help="case ids (pt_N)")
+    p.add_argument("--nifti-dir", required=True, help="folder of ingested cases (grid, possible-dose mask)")
+    p.add_argument("--predictions", required=True, help="folder of <case>.nii.gz predictions")
+    p.add_argument("--out", required=True, help="output folder of <case>.csv files")
+    p.set_defaults(func=cmd_submission)
 
     p = sub.add_parser("report", help="the paper's tables and dataset-level figures from the metric tables")
     p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses section: report)")

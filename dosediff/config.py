@@ -114,12 +114,25 @@ class SplitConfig:
 
     seed: int = 0
     fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
-    evaluate_on: str = "test"  # the split that is predicted and evaluated
+    # The split that is predicted and evaluated; auto: test when it has patients, else validation
+    # (OpenKBP's public sample has no test patients; the full dataset has 100).
+    evaluate_on: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.evaluate_on not in ("train", "validation", "test"):
+        if self.evaluate_on not in ("auto", "train", "validation", "test"):
             raise input_error("setting split.evaluate_on", f"value {self.evaluate_on!r}",
-                              "train, validation or test", "set split.evaluate_on, e.g. test")
+                              "auto, train, validation or test", "set split.evaluate_on, e.g. auto")
+
+    def evaluation_split(self, splits: dict[str, list[str]]) -> str:
+        """The split to predict and evaluate, given the case lists of each split."""
+        name = self.evaluate_on
+        if name == "auto":
+            name = "test" if splits.get("test") else "validation"
+        if not splits.get(name):
+            raise input_error("setting split.evaluate_on", f"value {self.evaluate_on!r} selects the {name} split, "
+                              "which has no patients", "a split with at least one patient",
+                              "add patients to that split, or set split.evaluate_on to another split")
+        return name
         if len(self.fractions) != 3 or abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
             raise input_error("setting split.fractions", f"value {self.fractions}",
                               "three non-negative fractions (train, validation, test) summing to 1",

@@ -82,6 +82,9 @@ class TrainConfig:
     regression_loss: l1 or mse, the UNet baseline's loss (the paper does not say; l1 is
         the usual dose-prediction choice).
     num_workers: DataLoader worker processes.
+    max_minutes: a wall-clock budget of training (minutes over all runs, resumptions included;
+        0 = none): training ends with final weights at the first step past it, or at `steps`.
+        The lr decay still follows `steps`; a resumed run may raise the budget.
     bf16: bfloat16 autocast; null = on for CUDA devices with bf16 units, fp32 on the CPU
         (true there is 1.5x faster on CPUs with AVX512-BF16, but trained worse: precision.py).
     """
@@ -105,6 +108,7 @@ class TrainConfig:
     slices_with_body_only: bool = True
     regression_loss: str = "l1"
     num_workers: int = 0
+    max_minutes: float = 0.0
     bf16: bool | None = None
 
     def __post_init__(self) -> None:
@@ -115,6 +119,8 @@ class TrainConfig:
         for name in ("validate_every", "val_max_slices", "num_workers", "seed"):
             if getattr(self, name) < 0:
                 _bad(f"train.{name}", getattr(self, name), "a non-negative integer", f"set train.{name}")
+        if self.max_minutes < 0:
+            _bad("train.max_minutes", self.max_minutes, "minutes >= 0 (0 = no time budget)", "e.g. 60")
         if self.lr <= 0 or self.weight_decay < 0:
             _bad("train.lr / train.weight_decay", (self.lr, self.weight_decay),
                  "lr > 0 and weight_decay >= 0", "e.g. lr 1e-4, weight_decay 1e-4")

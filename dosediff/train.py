@@ -45,7 +45,8 @@ from dosediff.training.sampler import StepBatches
 from dosediff.training.validate import validate
 
 # train settings that may change between a run and its resumption (they do not alter the steps)
-RUNTIME_KEYS = ("checkpoint_every", "validate_every", "log_every", "num_workers", "val_max_slices", "bf16")
+RUNTIME_KEYS = ("checkpoint_every", "validate_every", "log_every", "num_workers", "val_max_slices", "bf16",
+                "max_minutes")
 
 
 @dataclass
@@ -206,6 +207,19 @@ def resume(tr: Trainer, path: Path) -> None:
     tr.step, tr.elapsed = int(state["step"]), float(state["elapsed"])
 
 
+def out_of_time(tr: Trainer, spent: float) -> bool:
+    """Whether train.max_minutes of training (`spent` seconds over all runs) are used up;
+    every rank decides alike (rank 0's clock), so all stop at the same step."""
+    budget = tr.exp.train.max_minutes * 60.0
+    if budget <= 0:
+        return False
+    if tr.procs.distributed:
+        flag = torch.tensor([float(spent >= budget)], device=tr.procs.device)
+        torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
+    return spent >= budget
+
+
 def _one_thread(_: int) -> None:
     torch.set_num_threads(1)  # loader workers share the rule's threads with the main process
 
@@ -264,15 +278,18 @@ def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_d
                desc=exp.name, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
     loss_sum, loss_n, t0 = torch.zeros((), device=procs.device), 0, time.perf_counter()
     postfix: dict[str, str] = {}
+    timed_out = False
     for batch in make_loader(train_set, tr, stop):
         loss, lr = train_step(tr, batch)
         loss_sum += loss
         loss_n += 1
         bar.update(1)
         validating = has_val and tr.step % t.validate_every == 0
-        if tr.step % t.log_every == 0 or validating or tr.step == stop:
+        seconds = tr.elapsed + time.perf_counter() - t0
+        timed_out = out_of_time(tr, seconds)
+        last = tr.step == stop or timed_out
+        if tr.step % t.log_every == 0 or validating or last:
             loss = all_mean(float(loss_sum) / loss_n, procs)
-            seconds = tr.elapsed + time.perf_counter() - t0
             val = None
             if validating and val_set is not None:  # rank 0 alone; the others wait at the next all-reduce
                 val = validate(tr.ema, val_set, exp, tr.schedule, procs.device, tr.use_bf16)
@@ -283,7 +300,7 @@ def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_d
                                       "val_mae_gy": "" if val is None else f"{val:.6g}", "seconds": f"{seconds:.1f}"})
             loss_sum.zero_()
             loss_n = 0
-        if tr.step % t.checkpoint_every == 0 or tr.step == stop:
+        if tr.step % t.checkpoint_every == 0 or last:
             tr.elapsed += time.perf_counter() - t0
             t0 = time.perf_counter()
             if procs.is_main:
@@ -291,8 +308,11 @@ def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_d
             barrier(procs)
         if on_step is not None:
             on_step(tr.step)
+        if timed_out:
+            log.info(f"{exp.name}: train.max_minutes {t.max_minutes} reached at step {tr.step}")
+            break
     bar.close()
-    finished = tr.step >= t.steps
+    finished = tr.step >= t.steps or timed_out
     path = ckpt_path
     if finished and procs.is_main:
         info = ckpt.model_info(exp, rois, lr_pairs, tr.step, train_set.image_size)

@@ -164,3 +164,31 @@ def test_bf16_autocast_step(toy_set, tmp_path):
     """The bf16 path (default on CUDA) runs; forced on here on the CPU."""
     result = run(toy(steps=2, bf16=True, validate_every=2), toy_set, tmp_path)
     assert result.finished and all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+class FakeClock:
+    """time.perf_counter stand-in for dosediff.train: 10 s pass at every reading."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+def test_max_minutes_stops_at_the_first_step_past_the_budget(toy_set, tmp_path, monkeypatch):
+    monkeypatch.setattr("dosediff.train.time", FakeClock())
+    exp = toy("unet", steps=1000, checkpoint_every=1000, validate_every=0, max_minutes=1.0)
+    first = run(exp, toy_set, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "train_log.csv")))
+    seconds = [float(r["seconds"]) for r in rows]
+    assert first.finished and first.path == tmp_path / "model.safetensors"
+    assert 0 < first.step < 1000 and int(rows[-1]["step"]) == first.step
+    assert seconds[-1] >= 60.0 > seconds[-2], seconds  # stopped at the first step past 1 minute
+    # A larger budget resumes from the checkpoint (the budget counts all runs) and goes on.
+    second = run({**exp, "train": {**exp["train"], "max_minutes": 2.0}}, toy_set, tmp_path)
+    seconds = [float(r["seconds"]) for r in csv.DictReader(open(tmp_path / "train_log.csv"))]
+    assert first.step < second.step < 1000 and seconds[-1] >= 120.0 > seconds[-2]
+    with pytest.raises(InputError, match="max_minutes"):
+        ExperimentConfig.from_mapping({"train": {"max_minutes": -1}}, "x", ROIS)

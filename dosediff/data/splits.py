@@ -74,7 +74,13 @@ def make_splits(case_ids: list[str], source: str, cfg: SplitConfig) -> dict[str,
     return {name: sorted(part, key=_natural_key) for name, part in zip(SPLITS, parts)}
 
 
-def write_splits(path: Path, splits: dict[str, list[str]]) -> None:
-    """Write the splits as JSON atomically (dosediff.atomic)."""
+EVALUATE_KEY = "evaluate_on"  # splits.json: the name of the split the workflow predicts and evaluates
+
+
+def write_splits(path: Path, splits: dict[str, list[str]], evaluate_on: str | None = None) -> None:
+    """Write the splits (and, when given, the evaluated split's name) as JSON atomically."""
+    data: dict = {name: list(splits.get(name, [])) for name in SPLITS}
+    if evaluate_on is not None:
+        data[EVALUATE_KEY] = evaluate_on
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps({name: list(splits.get(name, [])) for name in SPLITS}, indent=2) + "\n")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")

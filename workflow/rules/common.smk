@@ -116,7 +116,9 @@ def source_folder(wildcards):
 EXPERIMENTS = list(config.get("experiments", {}) or {})
 MEAN_DOSE = "mean_dose"  # the trivial predictor every model must beat
 REPORT = config.get("report", {}) or {}
-EVAL_SPLIT = (config.get("split", {}) or {}).get("evaluate_on", "test")
+# `dosediff split` decides which split is evaluated (split.evaluate_on, auto: test when it has
+# patients, else validation) and names it under this key of splits.json.
+EVAL_SPLIT = "evaluate_on"
 
 
 def experiment_settings(wildcards):
@@ -135,7 +137,10 @@ def experiment_settings(wildcards):
 def split_cases(name):
     """Case ids of one split, known once the split checkpoint has run."""
     with open(checkpoints.split.get().output[0]) as f:
-        return json.load(f)[name]
+        splits = json.load(f)
+    return (
+        splits[splits.get(EVAL_SPLIT, "test")] if name == EVAL_SPLIT else splits[name]
+    )
 
 
 def h5_of(names):
@@ -158,4 +163,7 @@ def all_targets():
     targets.append(f"{RESULTS}/splits.json")
     if EXPERIMENTS:
         targets.append(f"{RESULTS}/report")
+    if EXPERIMENTS and SOURCE == "openkbp":
+        submitted = EXPERIMENTS + [MEAN_DOSE]
+        targets += expand(f"{RESULTS}/submission/{{experiment}}", experiment=submitted)
     return targets

@@ -1,0 +1,43 @@
+"""Submission stage: one experiment's OpenKBP predictions as the challenge's `pt_N.csv` files,
+so users can score them with the organisers' code or compare with published numbers.
+
+Each file is the official sparse dose format (io/openkbp.py) on the case's 128^3 grid, 0 Gy
+outside the possible-dose mask (the official dose score counts every voxel outside it as an
+error)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from dosediff.atomic import atomic_dir
+from dosediff.errors import input_error
+from dosediff.io.nifti import read_case, read_image
+from dosediff.io.openkbp import write_openkbp_dose_csv
+
+log = logging.getLogger("dosediff")
+
+
+def submission_dose(case_dir: Path, prediction: Path) -> np.ndarray:
+    """The prediction (z, y, x) on the case's grid, set to 0 outside its possible-dose mask."""
+    case = read_case(case_dir)
+    dose, geometry = read_image(prediction)
+    if not geometry.same_grid(case.geometry):
+        raise input_error(prediction, f"grid {geometry.shape} at {geometry.spacing} mm",
+                          f"the case's grid {case.geometry.shape} at {case.geometry.spacing} mm",
+                          "predict again with `dosediff predict` (it writes on the case's grid)", case=case.case_id)
+    if case.possible_dose is None:
+        raise input_error(Path(case_dir), "no possible_dose_mask", "an OpenKBP case (it has a possible-dose mask)",
+                          "write submissions only for datasets with dataset.source openkbp", case=case.case_id)
+    return np.where(case.possible_dose > 0, dose, 0).astype(np.float32)
+
+
+def write_submission(cases: list[str], nifti_dir: Path, predictions_dir: Path, out_dir: Path) -> None:
+    """out_dir/<case>.csv for every case; the folder appears only when every file is written."""
+    with atomic_dir(Path(out_dir)) as tmp:
+        for case_id in cases:
+            dose = submission_dose(Path(nifti_dir) / case_id, Path(predictions_dir) / f"{case_id}.nii.gz")
+            write_openkbp_dose_csv(dose, tmp / f"{case_id}.csv")
+    log.info(f"submission: {len(cases)} OpenKBP dose files in {out_dir}")
