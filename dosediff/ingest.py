@@ -25,7 +25,7 @@ def read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require
         return read_openkbp_case(folder, case_id, dataset, require_dose=require_dose)
     from dosediff.io.dicom import read_dicom_case
 
-    case = read_dicom_case(folder, case_id, dataset)
+    case = read_dicom_case(folder, case_id, dataset, strict_dose=require_dose)
     if require_dose and case.dose is None:
         raise input_error(folder, "no RTDOSE file", "an RTDOSE with the planned dose for training data",
                           "export the plan's dose with the CT and RTSTRUCT, or run prediction only", case=case_id)

@@ -35,11 +35,13 @@ MODALITIES = ("CT", "RTSTRUCT", "RTDOSE", "RTPLAN")
 Item = tuple[Path, Dataset]
 
 
-def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
+def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig, strict_dose: bool = True) -> Case:
     """Read one patient's DICOM-RT folder (searched recursively) into a Case on the CT grid.
 
     Dose is resampled linearly onto the CT grid (None without an RTDOSE); ROI masks are keyed
     by the dataset's canonical names; meta holds only UIDs (no patient-identifying fields).
+    An RTDOSE of another frame of reference is an error, or with strict_dose=False (the dose
+    is optional: prediction only) a warning, and the dose is left out.
     """
     folder = Path(folder)
     files = scan_folder(folder, case_id)
@@ -72,11 +74,15 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
     dose_src = None
     if dose_item is not None:
         dose_for = str(dose_item[1].get("FrameOfReferenceUID", ""))
-        if dose_for != ct_for:
+        if dose_for != ct_for and not strict_dose:
+            warn(dose_item[0], f"FrameOfReferenceUID {dose_for} differs from the CT's {ct_for}",
+                 "the RTDOSE is ignored (not on this CT); predicting without the plan's dose", case=case_id)
+        elif dose_for != ct_for:
             raise input_error(dose_item[0], f"FrameOfReferenceUID {dose_for}", ct_what,
                               "export the RTDOSE computed on this CT, or remove the file from the folder",
                               case=case_id)
-        dose_src = rtdose_from_dataset(dose_item[1], dose_item[0], case_id)
+        else:
+            dose_src = rtdose_from_dataset(dose_item[1], dose_item[0], case_id)
 
     hu, geometry, uids = ct_from_datasets(ct_items, case_id)
     masks: dict[str, np.ndarray] = {}
