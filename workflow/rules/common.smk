@@ -10,6 +10,8 @@ DATASET = config["dataset"]["name"]
 SOURCE = config["dataset"]["source"]
 INPUT_DIR = Path(config["dataset"].get("input_dir", f"results/{DATASET}/dicom"))
 RESULTS = f"results/{DATASET}"
+# new patients with a trained model (predict_new.smk)
+PREDICT_ONLY = bool(config.get("predict"))
 ENV = "../envs/dosediff.yaml"
 
 
@@ -96,6 +98,8 @@ def study(kind):
 
 
 def all_targets():
+    if PREDICT_ONLY:
+        return new_patient_targets()
     targets = expand(f"{RESULTS}/h5/{{case}}.h5", case=CASES)
     targets.append(f"{RESULTS}/splits.json")
     if EXPERIMENTS:
