@@ -13,8 +13,10 @@ from dosediff.volume import Case
 log = logging.getLogger("dosediff")
 
 
-def read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool = True) -> Case:
-    """Read one patient from its source folder with the reader for dataset.source."""
+def read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool = True,
+                     strict_dose: bool = True) -> Case:
+    """Read one patient from its source folder with the reader for dataset.source; with
+    strict_dose=False an RTDOSE of another frame of reference is ignored with a warning."""
     folder = Path(folder)
     if not folder.is_dir():
         raise input_error(folder, "folder not found", "one folder per patient under dataset.input_dir",
@@ -25,7 +27,7 @@ def read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require
         return read_openkbp_case(folder, case_id, dataset, require_dose=require_dose)
     from dosediff.io.dicom import read_dicom_case
 
-    case = read_dicom_case(folder, case_id, dataset, strict_dose=require_dose)
+    case = read_dicom_case(folder, case_id, dataset, strict_dose=strict_dose)
     if require_dose and case.dose is None:
         raise input_error(folder, "no RTDOSE file", "an RTDOSE with the planned dose for training data",
                           "export the plan's dose with the CT and RTSTRUCT, or run prediction only", case=case_id)

@@ -31,7 +31,7 @@ def ingest_new_patient(folder: Path, case_id: str, user_dataset: dict | None, mo
     spec = read_model_spec(model_dir)
     dataset = patient_dataset(spec, user_dataset)
     try:
-        case = read_source_case(Path(folder), case_id, dataset, require_dose=False)
+        case = read_source_case(Path(folder), case_id, dataset, require_dose=False, strict_dose=False)
     except InputError as err:
         if "required ROIs" in str(err):
             need = [r for r in dataset.required_rois if f"'{r}'" in str(err).split("are missing")[0]] or \
