@@ -98,8 +98,8 @@ def study(kind):
 
 
 def all_targets():
-    if PREDICT_ONLY:
-        return new_patient_targets()
+    if PREDICT_ONLY:  # one planner report per new patient (predict_new.smk)
+        return expand(f"{RESULTS}/report/{{case}}", case=CASES)
     targets = expand(f"{RESULTS}/h5/{{case}}.h5", case=CASES)
     targets.append(f"{RESULTS}/splits.json")
     if EXPERIMENTS:

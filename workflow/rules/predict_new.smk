@@ -28,10 +28,6 @@ if (
     )
 
 
-def new_patient_targets():
-    return expand(f"{RESULTS}/report/{{case}}", case=CASES)
-
-
 rule ingest_new:
     input:
         folder=source_folder,
