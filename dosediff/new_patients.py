@@ -28,7 +28,10 @@ def ingest_new_patient(folder: Path, case_id: str, user_dataset: dict | None, mo
 
     Required ROIs of the model missing: an error naming the model, the patient and the alias
     line to add. Other model ROIs missing: a warning (their condition channels are all zero)."""
-    spec = read_model_spec(model_dir)
+    try:
+        spec = read_model_spec(model_dir)
+    except InputError as err:  # an unusable model folder: say for which patient too
+        raise InputError(f"case {case_id}: {err}") from None
     dataset = patient_dataset(spec, user_dataset)
     try:
         case = read_source_case(Path(folder), case_id, dataset, require_dose=False, strict_dose=False)
@@ -83,9 +86,12 @@ def report_new_patient(case_dir: Path, prediction: Path, model_dir: Path, predic
     if not geo.same_grid(case.geometry):
         raise input_error(prediction, f"dose grid {geo.shape}", f"the CT grid {case.geometry.shape} of {case_dir}",
                           "pass the prediction and the ingest folder of the same case", case=case.case_id)
-    bin_gy = float((predict or {}).get("dvh_bin_gy", 0.1))
+    bin_gy = (predict or {}).get("dvh_bin_gy", 0.1)
+    if isinstance(bin_gy, bool) or not isinstance(bin_gy, (int, float)) or not bin_gy > 0:
+        raise input_error("setting predict.dvh_bin_gy", f"value {bin_gy!r}", "a positive bin width in Gy",
+                          "set predict.dvh_bin_gy, e.g. 0.1")
     table = write_planner_report(case, dose.astype(np.float64), std, goals, spec.dataset.targets,
-                                 spec.dataset.prescription_gy, spec.label, Path(out_dir), bin_gy)
+                                 spec.dataset.prescription_gy, spec.label, Path(out_dir), float(bin_gy))
     failed = table[table.predicted_pass == "FAIL"]
     log.info(f"case {case.case_id}: {len(table)} goals, {len(failed)} predicted to fail"
              + (f" ({', '.join(failed.roi + ' ' + failed.goal)})" if len(failed) else "") + f" -> {out_dir}")

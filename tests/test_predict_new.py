@@ -103,6 +103,9 @@ def test_format_1_folder_loads_and_other_versions_stop(model_dir, tmp_path, capl
     with pytest.raises(InputError, match=r"old/config.json: format_version 99 \(written by dosediff 9.0\); "
                                          r"expected a format this dosediff .* reads: \[1, 2\]\. Fix: predict with"):
         read_model_spec(old)
+    with pytest.raises(InputError, match=r"case new_009: .*format_version 99"):
+        ingest_new_patient(tmp_path, "new_009", {}, old, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_model_folder_without_config_json(model_dir, tmp_path):
@@ -110,7 +113,7 @@ def test_model_folder_without_config_json(model_dir, tmp_path):
     bare.mkdir()
     shutil.copy(model_dir / "model.safetensors", bare)
     patient = new_patient(tmp_path / "new_001", 101)
-    with pytest.raises(InputError, match=r"bare/config.json: no such file; expected config.json written by "
+    with pytest.raises(InputError, match=r"case new_001: .*bare/config.json: no such file; expected config.json written by "
                                          r"`dosediff train`.*Fix: point at the experiment's model folder"):
         ingest_new_patient(patient, "new_001", {}, bare, tmp_path / "nifti" / "new_001")
     assert not (tmp_path / "nifti").exists()
