@@ -218,6 +218,8 @@ def test_report_with_plan_and_bad_goals(model_dir, tmp_path):
     dvh = pd.read_csv(out / "dvh.csv")
     assert set(dvh.source) == {"predicted", "plan"} and set(dvh.roi) == set(case.masks)
     assert {p.name for p in out.iterdir()} == {"goals.csv", "dvh.csv", "dvh.png", "slices.png", "summary.md"}
+    outputs = [p for d in (case_dir, pred.parent, out) for p in d.rglob("*") if p.is_file()] + [h5]
+    assert not [s for s in SENTINELS if any(s.encode() in p.read_bytes() for p in outputs)]
 
 
 def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
