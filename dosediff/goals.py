@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dosediff.errors import input_error
+from dosediff.errors import InputError, input_error
 from dosediff.metrics.dvh import MetricSpec, metric_value, parse_metric, roi_doses
 
 OPERATORS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
@@ -75,7 +75,12 @@ class Goal:
 
 def parse_goal(roi: str, metric: str, limit: str, where: str) -> Goal:
     """One goal from its metric name and its limit string, e.g. ("PTV", "D95", ">= 57 Gy")."""
-    spec = parse_metric(metric, where)
+    try:
+        spec = parse_metric(metric, where)
+    except InputError:
+        raise input_error(f"setting {where}", f"metric {metric!r}", "Dmean, Dmin, Dmax, D<V%> (e.g. D95), D<x>cc "
+                          "(e.g. D2cc), V<D>Gy (e.g. V20Gy) or V<D>% (e.g. V95%)",
+                          "correct the metric name in predict.goals") from None
     text = limit.strip().replace("≤", "<=").replace("≥", ">=") if isinstance(limit, str) else None
     m = _LIMIT_RE.match(text) if text else None
     allowed = _UNITS[spec.kind]

@@ -53,8 +53,9 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
     if "dataset" not in info:
         warn(where, "a format-1 model folder (no dataset or preprocess entries)",
              "assuming no required ROIs, no targets and the default preprocessing except size and representation")
-    data.update(rois=rois, lr_pairs=info.get("lr_pairs", []), source="dicom")
+    data.update(rois=rois, lr_pairs=info.get("lr_pairs", []))
     data.setdefault("name", "model")
+    data.setdefault("source", "dicom")
     dataset = from_dict(DatasetConfig, data, f"{where}: dataset")
     prep = dict(info.get("preprocess") or {})
     prep.setdefault("size", info.get("image_size") or [96, 96])

@@ -113,8 +113,8 @@ def test_model_folder_without_config_json(model_dir, tmp_path):
     bare.mkdir()
     shutil.copy(model_dir / "model.safetensors", bare)
     patient = new_patient(tmp_path / "new_001", 101)
-    with pytest.raises(InputError, match=r"case new_001: .*bare/config.json: no such file; expected config.json written by "
-                                         r"`dosediff train`.*Fix: point at the experiment's model folder"):
+    with pytest.raises(InputError, match=r"case new_001: .*bare/config.json: no such file; expected config.json "
+                                         r"written by `dosediff train`.*Fix: point at the experiment's model folder"):
         ingest_new_patient(patient, "new_001", {}, bare, tmp_path / "nifti" / "new_001")
     assert not (tmp_path / "nifti").exists()
 

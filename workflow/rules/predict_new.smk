@@ -2,8 +2,6 @@
 # trained elsewhere -> dose (NIfTI, RTDOSE, uncertainty) and a planner report per patient.
 # Every model-side setting (ROIs, preprocessing, normalisation, sampling) comes from the model
 # folder's config.json; the config says where the patients are and how their ROIs are named.
-from dosediff.goals import parse_goals
-
 PREDICT = config["predict"]
 MODEL = Path(PREDICT["model"])
 MODEL_FILES = [str(MODEL / "model.safetensors"), str(MODEL / "config.json")]
