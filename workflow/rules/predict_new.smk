@@ -17,9 +17,13 @@ if not (MODEL / "config.json").is_file():
         "`dosediff train` (model.safetensors + config.json). Fix: point predict.model at it, or "
         "train the model first (README, New patients)."
     )
-if (
-    "goals" in PREDICT
-):  # bad goals stop the run before any job, not after the predictions
+# Bad goals stop the run before any job (the report job checks them in any case), where
+# snakemake runs in dosediff's environment (not so with --use-conda from a bare snakemake).
+try:
+    from dosediff.goals import parse_goals
+except ImportError:
+    parse_goals = None
+if parse_goals is not None and "goals" in PREDICT:
     parse_goals(
         PREDICT["goals"],
         json.loads((MODEL / "config.json").read_text()).get("rois", []),
