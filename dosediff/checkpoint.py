@@ -7,8 +7,13 @@ step, and the resolved config as JSON text. Written to a temporary file then ren
 (os.replace), so a run killed while saving leaves the previous checkpoint intact.
 
 Final weights: model.safetensors (EMA weights, what predict uses), model_raw.safetensors
-(the optimised weights) and config.json (the resolved ExperimentConfig, the dataset's ROI
-names and pairs, the normalisation, the step): everything predict needs.
+(the optimised weights) and config.json: everything prediction needs, so a model folder
+copied to another machine predicts new patients alone (dosediff/model_spec.py reads it).
+config.json holds the resolved ExperimentConfig (network, training normalisation, sampling
+defaults), the training dataset's ROI names, targets, required ROIs, pairs and prescription,
+the preprocessing the training data had (in-plane size, representations, body threshold,
+crop), the noise schedule, the step and the software version. Format 1 folders (before the
+dataset, preprocess and schedule entries) still load.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from dosediff.config import from_dict
 from dosediff.errors import input_error
 from dosediff.experiment import ExperimentConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # checkpoint.pt and the safetensors metadata
+CONFIG_FORMAT = 2  # config.json: 2 added dataset, preprocess and schedule
+READABLE_CONFIG_FORMATS = (1, 2)
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
 RAW_WEIGHTS = "model_raw.safetensors"
@@ -82,22 +89,45 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | 
         gen.set_state(state["generators"][name].cpu())
 
 
+def schedule_info() -> dict[str, Any]:
+    """The noise schedule prediction uses: linear_schedule's defaults (the one place they live)."""
+    import inspect
+
+    from dosediff.diffusion.schedule import linear_schedule
+
+    params = inspect.signature(linear_schedule).parameters
+    return {"kind": "linear", **{k: params[k].default for k in ("num_timesteps", "beta_start", "beta_end")}}
+
+
 def model_info(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], step: int,
-               image_size: list[int]) -> dict[str, Any]:
-    """What config.json holds besides the experiment: data layout, normalisation, progress."""
+               image_size: list[int], dataset: dict[str, Any] | None = None,
+               preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What config.json holds besides the experiment: data layout, normalisation, progress.
+
+    dataset: the training dataset's settings that new patients need (targets, required ROIs,
+    aliases, prescription); preprocess: the training HDF5s' preprocessing (preprocess_info)."""
     from dosediff.data.dataset import normalisation
 
     from dosediff import __version__
 
+    keep = ("name", "source", "targets", "required_rois", "aliases", "ignore_rois", "prescription_gy")
     return {
-        "format_version": FORMAT_VERSION,
+        "format_version": CONFIG_FORMAT,
         "dosediff_version": __version__,
         "rois": list(rois),
         "lr_pairs": [list(p) for p in lr_pairs],
         "normalisation": normalisation(exp),
         "image_size": list(image_size),
+        "dataset": {k: v for k, v in (dataset or {}).items() if k in keep},
+        "preprocess": dict(preprocess or {}, size=list(image_size)),
+        "schedule": schedule_info(),
         "step": int(step),
     }
+
+
+def preprocess_info(h5_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessing settings recorded in a training HDF5's attributes."""
+    return {k: h5_attrs[k] for k in ("representations", "body_threshold_hu", "crop_to_body") if k in h5_attrs}
 
 
 def save_final(out_dir: Path, model: nn.Module, ema: nn.Module, exp: ExperimentConfig,
@@ -120,10 +150,19 @@ def read_config(model_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     if not path.is_file():
         raise input_error(path, "no such file", "config.json written by `dosediff train` beside the weights",
                           "point at the experiment's model folder, or train the experiment first")
-    data = json.loads(path.read_text())
-    if data.get("format_version") != FORMAT_VERSION:
-        raise input_error(path, f"format_version {data.get('format_version')}", f"format_version {FORMAT_VERSION}",
-                          "retrain the experiment with this version of dosediff")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise input_error(path, f"unreadable ({type(err).__name__}: {err})", "the JSON written by `dosediff train`",
+                          "copy the model folder again from where it was trained") from err
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if version not in READABLE_CONFIG_FORMATS or not isinstance(data.get("experiment"), dict):
+        from dosediff import __version__
+
+        raise input_error(path, f"format_version {version!r} (written by dosediff "
+                          f"{data.get('dosediff_version', 'unknown') if isinstance(data, dict) else 'unknown'})",
+                          f"a format this dosediff {__version__} reads: {list(READABLE_CONFIG_FORMATS)}",
+                          "predict with the dosediff version that trained the model, or retrain it with this one")
     exp_data = data.pop("experiment")
     exp = from_dict(ExperimentConfig, exp_data, f"{path}: experiment")
     return exp, data

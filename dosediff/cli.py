@@ -21,6 +21,9 @@ SETTINGS_HELP = "config sections as inline JSON (as the workflow passes them) or
 def _settings(args: argparse.Namespace) -> dict:
     from dosediff.config import load_settings
 
+    if args.settings is None:
+        raise InputError(f"dosediff {args.command}: no --settings; expected the config sections as JSON or a YAML "
+                         "file. Fix: pass --settings (or --model for a new patient)")
     return load_settings(args.settings)
 
 
@@ -36,6 +39,11 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     from dosediff.config import DatasetConfig, section
     from dosediff.ingest import ingest_case
 
+    if args.model:  # a new patient: ROI names and checks from the model folder
+        from dosediff.new_patients import ingest_new_patient
+
+        return ingest_new_patient(Path(args.input), args.case, _settings(args).get("dataset"), Path(args.model),
+                                  Path(args.out))
     dataset = section(_settings(args), DatasetConfig, "dataset")
     ingest_case(Path(args.input), args.case, dataset, Path(args.out), require_dose=not args.no_dose)
 
@@ -45,6 +53,10 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     from dosediff.io.nifti import read_case
     from dosediff.preprocess.pipeline import preprocess_case
 
+    if args.model:  # the model's ROI order and preprocessing, not the user's
+        from dosediff.new_patients import preprocess_new_patient
+
+        return preprocess_new_patient(Path(args.input), Path(args.model), Path(args.out))
     settings = _settings(args)
     dataset = section(settings, DatasetConfig, "dataset")
     cfg = section(settings, PreprocessConfig, "preprocess")
@@ -83,7 +95,13 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 def cmd_predict(args: argparse.Namespace) -> None:
     from dosediff.predict import predict_case
 
-    overrides = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+    import json
+
+    overrides = json.loads(args.sample) if args.sample else {}
+    if not isinstance(overrides, dict):
+        raise InputError(f"--sample {args.sample}: not a JSON mapping; expected e.g. '{{\"n_samples\": 2}}'. "
+                         "Fix: pass the sample settings as a JSON object")
+    overrides.update({k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None})
     predict_case(Path(args.model), Path(args.h5), Path(args.case_dir), Path(args.out),
                  sample_overrides=overrides or None, device=args.device, threads=args.threads)
 
@@ -124,6 +142,13 @@ def cmd_report(args: argparse.Namespace) -> None:
                  seeds_csv=Path(args.seeds) if args.seeds else None)
 
 
+def cmd_report_case(args: argparse.Namespace) -> None:
+    from dosediff.new_patients import report_new_patient
+
+    report_new_patient(Path(args.case_dir), Path(args.prediction), Path(args.model),
+                       _settings(args).get("predict"), Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dosediff",
@@ -145,10 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="the patient's source folder")
     p.add_argument("--out", required=True, help="output case folder (ct.nii.gz, dose.nii.gz, roi/, case.json)")
     p.add_argument("--no-dose", action="store_true", help="allow cases without a planned dose (prediction only)")
+    p.add_argument("--model", default=None, help="a new patient for this model folder: its ROIs, the dose optional")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("preprocess", help="body mask, crop/resize and distance maps -> one HDF5 per case")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses sections: dataset, preprocess)")
+    p.add_argument("--model", default=None, help="preprocess as this model folder's training data (no --settings)")
+    p.add_argument("--settings", default=None, help=SETTINGS_HELP + " (uses sections: dataset, preprocess)")
     p.add_argument("--input", required=True, help="case folder written by `dosediff ingest`")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.set_defaults(func=cmd_preprocess)
@@ -180,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output NIfTI (a .json manifest is written beside it)")
     p.add_argument("--steps", type=int, default=None, help="override the experiment's DDIM steps")
     p.add_argument("--seed", type=int, default=None, help="override the experiment's sampling seed")
+    p.add_argument("--sample", default=None, help="sample settings to override, as JSON (e.g. {\"n_samples\": 4})")
     p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.set_defaults(func=cmd_predict)
@@ -224,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="seed study CSV")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("report-case", help="a new patient's planner report: clinical goals, DVHs, dose slices")
+    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses section: predict)")
+    p.add_argument("--model", required=True, help="model folder that made the prediction")
+    p.add_argument("--case-dir", required=True, help="the case's ingest folder")
+    p.add_argument("--prediction", required=True, help="predicted dose <case>.nii.gz (its _std beside it is used)")
+    p.add_argument("--out", required=True, help="output report folder")
+    p.set_defaults(func=cmd_report_case)
     return parser
 
 

@@ -14,14 +14,17 @@ from dosediff.volume import Case
 log = logging.getLogger("dosediff")
 
 
-def read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool = True) -> Case:
+def read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool = True,
+                     strict_dose: bool = True) -> Case:
     """Read one patient from its source folder with the reader for dataset.source; messages
-    name files relative to the case (`<case>/CT/1.dcm`), never by the source folder."""
+    name files relative to the case (`<case>/CT/1.dcm`), never by the source folder. With
+    strict_dose=False an RTDOSE of another frame of reference is ignored with a warning."""
     with case_relative_paths(folder, case_id):
-        return _read_source_case(Path(folder), case_id, dataset, require_dose)
+        return _read_source_case(Path(folder), case_id, dataset, require_dose, strict_dose)
 
 
-def _read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool) -> Case:
+def _read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool,
+                      strict_dose: bool) -> Case:
     if not folder.is_dir():
         raise input_error(folder, "folder not found", "one folder per patient under dataset.input_dir",
                           "check dataset.input_dir in your config", case=case_id)
@@ -31,7 +34,7 @@ def _read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
         return read_openkbp_case(folder, case_id, dataset, require_dose=require_dose)
     from dosediff.io.dicom import read_dicom_case
 
-    case = read_dicom_case(folder, case_id, dataset)
+    case = read_dicom_case(folder, case_id, dataset, strict_dose=strict_dose)
     if require_dose and case.dose is None:
         raise input_error(folder, "no RTDOSE file", "an RTDOSE with the planned dose for training data",
                           "export the plan's dose with the CT and RTSTRUCT, or run prediction only", case=case_id)

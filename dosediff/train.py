@@ -16,6 +16,7 @@ step's slices (batch_size per process), rank 0 alone validates and writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -85,7 +86,7 @@ def train(settings: dict, experiment: str, h5_dir: Path, splits_path: Path, out_
     exp = ExperimentConfig.from_settings(settings, experiment)
     dataset = section(settings, DatasetConfig, "dataset")
     return run_training(exp, dataset.rois, dataset.lr_pairs, Path(h5_dir), Path(splits_path), Path(out_dir),
-                        threads, stop_after=stop_after).path
+                        threads, stop_after=stop_after, dataset=dataclasses.asdict(dataset)).path
 
 
 def case_paths(splits_path: Path, h5_dir: Path, split: str) -> list[Path]:
@@ -236,22 +237,24 @@ def make_loader(dataset: SliceDataset, tr: Trainer, stop: int) -> DataLoader:
 
 def run_training(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_dir: Path,
                  splits_path: Path, out_dir: Path, threads: int | None = None, *,
-                 stop_after: int | None = None, on_step: Callable[[int], None] | None = None) -> TrainResult:
+                 stop_after: int | None = None, on_step: Callable[[int], None] | None = None,
+                 dataset: dict | None = None) -> TrainResult:
     """Train (or resume) to exp.train.steps, or for at most stop_after steps in this call.
 
-    on_step(step) is called after every step (a test hook: raising there imitates a kill)."""
+    on_step(step) is called after every step (a test hook: raising there imitates a kill);
+    dataset: the dataset section, recorded in config.json for prediction on new patients."""
     if threads:
         torch.set_num_threads(threads)
     procs = setup_processes()
     try:
-        return _run(exp, rois, lr_pairs, h5_dir, splits_path, out_dir, procs, stop_after, on_step)
+        return _run(exp, rois, lr_pairs, h5_dir, splits_path, out_dir, procs, stop_after, on_step, dataset)
     finally:
         teardown(procs)
 
 
 def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_dir: Path, splits_path: Path,
          out_dir: Path, procs: Processes, stop_after: int | None,
-         on_step: Callable[[int], None] | None) -> TrainResult:
+         on_step: Callable[[int], None] | None, dataset: dict | None = None) -> TrainResult:
     t = exp.train
     train_set = SliceDataset(case_paths(splits_path, h5_dir, "train"), exp, rois, lr_pairs, augment=True)
     exp.network.check_input_size(*train_set.image_size)
@@ -315,7 +318,8 @@ def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_d
     finished = tr.step >= t.steps or timed_out
     path = ckpt_path
     if finished and procs.is_main:
-        info = ckpt.model_info(exp, rois, lr_pairs, tr.step, train_set.image_size)
+        info = ckpt.model_info(exp, rois, lr_pairs, tr.step, train_set.image_size, dataset,
+                               ckpt.preprocess_info(train_set.cases[0].attrs))
         path = ckpt.save_final(out_dir, tr.net, tr.ema, exp, info)
     elif finished:
         path = out_dir / ckpt.WEIGHTS

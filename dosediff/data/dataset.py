@@ -100,6 +100,7 @@ class H5Slices:
             raise input_error(self.path, "no dose array", "a case with a planned dose for training",
                               "move the case out of the train/validation split")
         self.shape = self._case.shape  # (Z, H, W)
+        self.attrs = self._case.attrs  # grid and preprocessing attributes
         with h5py.File(self.path, "r") as f:  # the body alone, not every array of every slice
             self.body_per_slice = np.asarray(f["body"][...]).reshape(self.shape[0], -1).any(axis=1)
 

@@ -36,11 +36,13 @@ MIN_DOSE_OVERLAP = 0.5  # of the high-dose region on the CT grid
 Item = tuple[Path, Dataset]
 
 
-def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
+def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig, strict_dose: bool = True) -> Case:
     """Read one patient's DICOM-RT folder (searched recursively) into a Case on the CT grid.
 
     Dose is resampled linearly onto the CT grid (None without an RTDOSE); ROI masks are keyed
     by the dataset's canonical names; meta holds only UIDs (no patient-identifying fields).
+    An RTDOSE of another frame of reference is an error, or with strict_dose=False (the dose
+    is optional: prediction only) a warning, and the dose is left out.
     """
     folder = Path(folder)
     files = scan_folder(folder, case_id)
@@ -74,14 +76,7 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig) -> Case:
     _check_required(dataset, [c for c in matched if c not in empty], rois, matched, where, case_id)
 
     dose_item = select_rtdose(files.get("RTDOSE", []), files.get("RTPLAN", []), ct_for, folder, case_id)
-    dose_src = None
-    if dose_item is not None:
-        dose_for = str(dose_item[1].get("FrameOfReferenceUID", ""))
-        if dose_for != ct_for:
-            raise input_error(dose_item[0], f"FrameOfReferenceUID {dose_for}", ct_what,
-                              "export the RTDOSE computed on this CT, or remove the file from the folder",
-                              case=case_id)
-        dose_src = rtdose_from_dataset(dose_item[1], dose_item[0], case_id)
+    dose_src = _plan_dose(dose_item, ct_for, ct_what, strict_dose, case_id) if dose_item is not None else None
 
     hu, geometry, uids = ct_from_datasets(ct_items, case_id)
     masks: dict[str, np.ndarray] = {}
@@ -227,6 +222,20 @@ def select_rtdose(doses: list[Item], plans: list[Item], ct_for: str, folder: Pat
     raise input_error(folder, f"{len(hits)} RTDOSE files could be the plan dose: {listing}",
                       "one plan dose per case (beam or fraction doses are not summed)",
                       "remove the extra RTDOSE files, keeping the whole plan's dose", case=case_id)
+
+
+def _plan_dose(item: Item, ct_for: str, ct_what: str, strict: bool, case_id: str) -> tuple | None:
+    """The RTDOSE's grid (rtdose_from_dataset) when it shares the CT's frame of reference; else
+    an error, or without `strict` a warning and None."""
+    dose_for = str(item[1].get("FrameOfReferenceUID", ""))
+    if dose_for == ct_for:
+        return rtdose_from_dataset(item[1], item[0], case_id)
+    if strict:
+        raise input_error(item[0], f"FrameOfReferenceUID {dose_for}", ct_what,
+                          "export the RTDOSE computed on this CT, or remove the file from the folder", case=case_id)
+    warn(item[0], f"FrameOfReferenceUID {dose_for} differs from the CT's {ct_for}",
+         "the RTDOSE is ignored (not on this CT); predicting without the plan's dose", case=case_id)
+    return None
 
 
 def _summation(ds: Dataset) -> str:

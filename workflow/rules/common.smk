@@ -13,6 +13,8 @@ DATASET = config["dataset"]["name"]
 SOURCE = config["dataset"]["source"]
 INPUT_DIR = Path(config["dataset"].get("input_dir", f"results/{DATASET}/dicom"))
 RESULTS = f"results/{DATASET}"
+# new patients with a trained model (predict_new.smk)
+PREDICT_ONLY = bool(config.get("predict"))
 ENV = "../envs/dosediff.yaml"
 
 
@@ -159,6 +161,8 @@ def study(kind):
 
 
 def all_targets():
+    if PREDICT_ONLY:  # one planner report per new patient (predict_new.smk)
+        return expand(f"{RESULTS}/report/{{case}}", case=CASES)
     targets = expand(f"{RESULTS}/h5/{{case}}.h5", case=CASES)
     targets.append(f"{RESULTS}/splits.json")
     if EXPERIMENTS:
