@@ -1,5 +1,6 @@
 # Config validation, the case table and helpers shared by the rules.
 import json
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -11,6 +12,8 @@ SOURCE = config["dataset"]["source"]
 INPUT_DIR = Path(config["dataset"].get("input_dir", f"results/{DATASET}/dicom"))
 RESULTS = f"results/{DATASET}"
 ENV = "../envs/dosediff.yaml"
+# The checkout that the conda env's post-deploy script installs (envs/dosediff.post-deploy.sh).
+os.environ.setdefault("DOSEDIFF_SOURCE", str(Path(workflow.basedir).resolve().parent))
 
 
 wildcard_constraints:
