@@ -1,6 +1,18 @@
 # Training, prediction on the test split, and the trivial mean-dose predictor.
 
 
+def train_launcher(wildcards, resources):
+    """One process for 0 or 1 GPU; DDP with torchrun on one process per GPU beyond that."""
+    gpus = int(resources.get("gpu", 0) or 0)
+    if gpus <= 1:
+        return "dosediff"
+    return f"torchrun --standalone --nproc-per-node {gpus} -m dosediff"
+
+
+def threads_per_process(wildcards, threads, resources):
+    return max(1, threads // max(1, int(resources.get("gpu", 0) or 0)))
+
+
 rule train:
     input:
         h5=h5_of(["train", "validation"]),
@@ -19,11 +31,13 @@ rule train:
         gpu=1,
         mem_mb=8000,
     params:
+        launch=train_launcher,
+        threads=threads_per_process,
         settings=experiment_settings,
         out=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
         h5_dir=f"{RESULTS}/h5",
     shell:
-        "dosediff train --settings {params.settings:q} --experiment {wildcards.experiment} --h5-dir {params.h5_dir} --splits {input.splits} --out {params.out} --threads {threads} 2> {log}"
+        "{params.launch} train --settings {params.settings:q} --experiment {wildcards.experiment} --h5-dir {params.h5_dir} --splits {input.splits} --out {params.out} --threads {params.threads} 2> {log}"
 
 
 rule predict:
