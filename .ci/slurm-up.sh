@@ -54,6 +54,7 @@ MinJobAge=3600
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
+AccountingStoreFlags=job_comment
 GresTypes=gpu
 NodeName=$host CPUs=8 RealMemory=64000 Gres=gpu:1 State=UNKNOWN
 PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
