@@ -56,9 +56,14 @@ def _snakemake(tmp: Path, profile: str, *args: str, check: bool = True) -> subpr
     return out
 
 
-def _rule_threads(rule: str) -> int:
-    text = (REPO / "workflow" / "rules" / "model.smk").read_text()
-    return int(re.search(rf"\nrule {rule}:.*?threads: (\d+)", text, re.S).group(1))
+def _rule_field(rule: str, pattern: str) -> int | None:
+    """A number from a rule's own declaration (threads, mem_mb) in workflow/rules/*.smk."""
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        body = re.search(rf"\nrule {rule}:\n(.*?)(?=\n\S|\Z)", smk.read_text(), re.S)
+        if body:
+            found = re.search(pattern, body.group(1))
+            return int(found.group(1)) if found else None
+    raise AssertionError(f"rule {rule} not found")
 
 
 def test_gpu_profile_dry_run_asks_gpus_through_the_plugin(tmp_path):
@@ -108,12 +113,13 @@ def test_tiny_workflow_through_slurm_cpu_profile(tmp_path):
     assert {"phantom", "ingest", "preprocess", "split", "train", "predict"} <= rules, rules
     for job in jobs:
         rule = re.match(r"rule_([a-z_]+?)(_wildcards|$)", job["Comment"]).group(1)
-        asked = {**profile["default-resources"], **profile["set-resources"].get(rule, {})}
+        own = {"mem_mb": _rule_field(rule, r"mem_mb=(\d+)")} if _rule_field(rule, r"mem_mb=(\d+)") else {}
+        asked = {**profile["default-resources"], **own, **profile["set-resources"].get(rule, {})}
         assert job["State"] == "COMPLETED", job
         assert job["Partition"] == asked["slurm_partition"], job
         assert _mem_mb(job["ReqMem"]) == asked["mem_mb"], job
         if rule == "train":
-            assert int(job["AllocCPUS"]) == _rule_threads("train"), job
+            assert int(job["AllocCPUS"]) == _rule_field("train", r"threads: (\d+)") == 8, job
 
     # an injected bad case: its ingest fails, snakemake reports it, the other case finishes
     bad = next((res / "dicom" / "phantom_002").glob("CT*.dcm"), None) or sorted((res / "dicom" / "phantom_002").iterdir())[0]
