@@ -59,7 +59,7 @@ def _snakemake(tmp: Path, profile: str, *args: str, check: bool = True) -> subpr
 def _rule_field(rule: str, pattern: str) -> int | None:
     """A number from a rule's own declaration (threads, mem_mb) in workflow/rules/*.smk."""
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        body = re.search(rf"\nrule {rule}:\n(.*?)(?=\n\S|\Z)", smk.read_text(), re.S)
+        body = re.search(rf"\n(?:rule|checkpoint) {rule}:\n(.*?)(?=\n\S|\Z)", smk.read_text(), re.S)
         if body:
             found = re.search(pattern, body.group(1))
             return int(found.group(1)) if found else None
