@@ -116,4 +116,3 @@ def train_launcher(wildcards, resources):
 
 def threads_per_process(wildcards, threads, resources):
     return max(1, threads // max(1, int(resources.get("gpu", 0) or 0)))
-
