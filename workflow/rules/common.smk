@@ -16,6 +16,8 @@ RESULTS = f"results/{DATASET}"
 # new patients with a trained model (predict_new.smk)
 PREDICT_ONLY = bool(config.get("predict"))
 ENV = "../envs/dosediff.yaml"
+# The checkout that the conda env's post-deploy script installs (envs/dosediff.post-deploy.sh).
+os.environ.setdefault("DOSEDIFF_SOURCE", str(Path(workflow.basedir).resolve().parent))
 
 
 wildcard_constraints:
@@ -171,3 +173,15 @@ def all_targets():
         submitted = EXPERIMENTS + [MEAN_DOSE]
         targets += expand(f"{RESULTS}/submission/{{experiment}}", experiment=submitted)
     return targets
+
+
+def train_launcher(wildcards, resources):
+    """One process for 0 or 1 GPU; DDP with torchrun on one process per GPU beyond that."""
+    gpus = int(resources.get("gpu", 0) or 0)
+    if gpus <= 1:
+        return "dosediff"
+    return f"torchrun --standalone --nproc-per-node {gpus} -m dosediff"
+
+
+def threads_per_process(wildcards, threads, resources):
+    return max(1, threads // max(1, int(resources.get("gpu", 0) or 0)))

@@ -19,11 +19,13 @@ rule train:
         gpu=1,
         mem_mb=8000,
     params:
+        launch=train_launcher,
+        threads=threads_per_process,
         settings=experiment_settings,
         out=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
         h5_dir=f"{RESULTS}/h5",
     shell:
-        "dosediff train --settings {params.settings:q} --experiment {wildcards.experiment:q} --h5-dir {params.h5_dir:q} --splits {input.splits:q} --out {params.out:q} --threads {threads} 2> {log:q}"
+        "{params.launch} train --settings {params.settings:q} --experiment {wildcards.experiment:q} --h5-dir {params.h5_dir:q} --splits {input.splits:q} --out {params.out:q} --threads {params.threads} 2> {log:q}"
 
 
 rule predict:
