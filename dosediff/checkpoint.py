@@ -150,22 +150,42 @@ def read_config(model_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     if not path.is_file():
         raise input_error(path, "no such file", "config.json written by `dosediff train` beside the weights",
                           "point at the experiment's model folder, or train the experiment first")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise input_error(path, f"unreadable ({type(err).__name__}: {err})", "the JSON written by `dosediff train`",
-                          "copy the model folder again from where it was trained") from err
-    version = data.get("format_version") if isinstance(data, dict) else None
+    data = _read_json(path, "experiment")
+    version = data.get("format_version")
     if version not in READABLE_CONFIG_FORMATS or not isinstance(data.get("experiment"), dict):
         from dosediff import __version__
 
         raise input_error(path, f"format_version {version!r} (written by dosediff "
-                          f"{data.get('dosediff_version', 'unknown') if isinstance(data, dict) else 'unknown'})",
+                          f"{data.get('dosediff_version', 'unknown')})",
                           f"a format this dosediff {__version__} reads: {list(READABLE_CONFIG_FORMATS)}",
                           "predict with the dosediff version that trained the model, or retrain it with this one")
     exp_data = data.pop("experiment")
     exp = from_dict(ExperimentConfig, exp_data, f"{path}: experiment")
     return exp, data
+
+
+def _read_json(path: Path, *keys: str) -> dict[str, Any]:
+    """A JSON object with the given keys, or a clean error naming the file (damaged, truncated)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise input_error(path.name, f"unreadable JSON ({type(err).__name__})", "the file written by dosediff",
+                          "restore the file from the run that wrote it, or rerun that step") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise input_error(path.name, f"missing keys {missing}", "the file written by dosediff",
+                          "restore the file from the run that wrote it, or rerun that step")
+    return data
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """safetensors weights, or a clean error for a truncated or non-safetensors file."""
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # safetensors raises its own SafetensorError and OSError
+        raise input_error(path.name, f"not a readable safetensors file ({type(err).__name__})",
+                          "model.safetensors written by `dosediff train`",
+                          "copy the weights again or retrain the experiment") from None
 
 
 def load_model(model_dir: Path, raw: bool = False, device: str | torch.device = "cpu"
@@ -183,7 +203,7 @@ def load_model(model_dir: Path, raw: bool = False, device: str | torch.device = 
         raise input_error(path, "no such file", "weights written by `dosediff train`",
                           "train the experiment first (the run writes them when it finishes)")
     model = build_model(exp.network)
-    tensors = load_file(str(path), device="cpu")
+    tensors = _read_weights(path)
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     if missing or unexpected:
         raise input_error(path, f"weights that do not fit the network (missing {missing[:5]}, "
