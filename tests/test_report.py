@@ -237,10 +237,8 @@ def test_dose_slices_symmetric_difference_and_aspect(tmp_path: Path):
     z, y = np.unravel_index(np.argmax(ref), ref.shape)[:2]
     assert (z, y) == (6, 12)
     ylabels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel().startswith(("Axial", "Coronal"))]
-    assert ylabels == [f"Axial (z = {z})", f"Coronal (y = {y})"]
-    inside = body.astype(bool)
-    diff = pred.astype(float) - ref.astype(float)
-    lim = max(np.abs(diff[z][inside[z]]).max(), np.abs(diff[:, y][inside[:, y]]).max())
+    assert ylabels == [f"Axial, z = {z * SPACING[0]:.1f} mm", f"Coronal, y = {y * SPACING[1]:.1f} mm"]
+    lim = 0.1 * float(max(ref.max(), pred.max()))  # no prescription given: 10 % of the dose scale
     diff_images = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "RdBu_r"]
     assert len(diff_images) == 2
     for im in diff_images:
@@ -250,9 +248,13 @@ def test_dose_slices_symmetric_difference_and_aspect(tmp_path: Path):
     titled = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
     assert list(titled) == ["Reference", "Prediction", "Prediction − reference", "Uncertainty (std)"]
     axial, coronal = (ax for ax in fig.axes if ax.get_ylabel().startswith(("Axial", "Coronal")))
-    assert axial.get_aspect() == pytest.approx(1.5) and coronal.get_aspect() == pytest.approx(3.0)
+    # extents in mm with equal aspect: a pixel is as tall and wide as the voxel is in mm
+    l, r, b, t = axial.get_images()[0].get_extent()
+    assert (r - l, b - t) == pytest.approx((SHAPE[2] * SPACING[2], SHAPE[1] * SPACING[1]))
+    l, r, b, t = coronal.get_images()[0].get_extent()
+    assert (r - l, t - b) == pytest.approx((SHAPE[2] * SPACING[2], SHAPE[0] * SPACING[0]))
     cbar_labels = {ax.get_ylabel() for ax in fig.axes}
-    assert {"Dose (Gy)", "Δ dose (Gy)", "Std (Gy)"} <= cbar_labels
+    assert {"Dose (Gy)", f"Δ dose (Gy), clipped at ±{lim:.1f}", "Std (Gy)"} <= cbar_labels
 
 
 def test_dose_slices_target_centre_and_no_std(tmp_path: Path):
@@ -262,8 +264,8 @@ def test_dose_slices_target_centre_and_no_std(tmp_path: Path):
     fig = figures.dose_slices_figure(ct, ref, pred, body, tmp_path / "s.png", spacing_mm=SPACING, target=target)
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["Reference", "Prediction",
                                                                      "Prediction − reference"]
-    assert any(ax.get_ylabel() == "Axial (z = 4)" for ax in fig.axes)
-    assert any(ax.get_ylabel() == "Coronal (y = 17)" for ax in fig.axes)
+    assert any(ax.get_ylabel() == "Axial, z = 12.0 mm" for ax in fig.axes)
+    assert any(ax.get_ylabel() == "Coronal, y = 25.5 mm" for ax in fig.axes)
     with pytest.raises(InputError, match="axial_index"):
         figures.dose_slices_figure(ct, ref, pred, body, tmp_path / "t.png", axial_index=SHAPE[0])
 
