@@ -72,7 +72,7 @@ def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti
     titles name the model by `label` (the report's label of the experiment)."""
     from dosediff.config import section
     from dosediff.report.figures import dose_slices_figure, dvh_figure
-    from dosediff.report.tables import summary, write_table
+    from dosediff.report.tables import summary, summary_table, write_table
 
     dataset = section(settings, DatasetConfig, "dataset")
     prep = section(settings, PreprocessConfig, "preprocess")
@@ -112,7 +112,9 @@ def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti
                                prescription_gy=ref.prescription_gy or dataset.prescription_gy)
     per_case = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(per_case, out_dir / "per_case.csv")
-    write_table(summary(per_case), out_dir / "summary")
+    write_table(summary_table(summary(per_case, 2), {experiment: label or experiment}), out_dir / "summary",
+                caption=f"{label or experiment}: mean ± sample std over n = {len(cases)} cases; |ΔD| and |ΔV| "
+                        "are |predicted − reference|.")
     if any("openkbp_dose_error_gy" in f for f in flats):
         scores = openkbp_scores_from_rows(flats)
         (out_dir / "openkbp_scores.json").write_text(json.dumps(scores, indent=2))

@@ -94,12 +94,13 @@ def test_read_per_case_roundtrip_and_bad_columns(tmp_path: Path):
 def test_comparison_table_order_labels_cells():
     t = tables.comparison_table(make_per_case(), ["B", "A"], labels={"A": "DoseDiff (PSDM)"})
     assert list(t.index) == ["B", "DoseDiff (PSDM)"]
-    assert list(t.columns) == ["MAE (Gy)", "SSIM", "PSNR (dB)", "Dose score (Gy)", "Volume score (%)"]
+    assert list(t.columns) == ["MAE (Gy)", "SSIM", "PSNR (dB)", "Gamma pass rate (%)", "Dose score (Gy)",
+                               "Volume score (%)"]
     assert t.loc["DoseDiff (PSDM)", "SSIM"] == expected_text(VALUES["A"][("Body", "SSIM", "")])
     assert t.loc["B", "Volume score (%)"] == expected_text(VALUES["B"][("All", "volume_score", "%")])
     t2 = tables.comparison_table(make_per_case(), ["A", "B"], columns=[("PTV", "D95"), ("Body", "gamma_pass_rate")])
-    assert list(t2.columns) == ["PTV ΔD95 (Gy)", "Gamma pass rate (%)"]
-    assert t2.loc["B", "PTV ΔD95 (Gy)"] == expected_text([0.4, math.nan, 0.6])
+    assert list(t2.columns) == ["PTV |ΔD95| (Gy)", "Gamma pass rate (%)"]
+    assert t2.loc["B", "PTV |ΔD95| (Gy)"] == expected_text([0.4, math.nan, 0.6])
     assert (t2["Gamma pass rate (%)"] == "n/a").all()
     with pytest.raises(InputError, match="C"):
         tables.comparison_table(make_per_case(), ["A", "C"])
@@ -108,9 +109,9 @@ def test_comparison_table_order_labels_cells():
 def test_per_roi_table_layout():
     t = tables.per_roi_table(make_per_case(), ["A", "B"])
     assert list(t.index) == [("Body", "MAE (Gy)"), ("Body", "SSIM"), ("Body", "PSNR (dB)"),
-                             ("PTV", "ΔD95 (Gy)"), ("Heart", "ΔDmean (Gy)"),
+                             ("PTV", "|ΔD95| (Gy)"), ("Heart", "|ΔDmean| (Gy)"),
                              ("All", "Dose score (Gy)"), ("All", "Volume score (%)")]
-    assert t.loc[("Heart", "ΔDmean (Gy)"), "B"] == expected_text([0.5, 0.1])
+    assert t.loc[("Heart", "|ΔDmean| (Gy)"), "B"] == expected_text([0.5, 0.1])
 
 
 def _bold_cells(md: str) -> list[tuple[str, str]]:
@@ -144,7 +145,7 @@ def test_markdown_ties_and_rows(tmp_path: Path):
     _, md = tables.write_table(t, tmp_path / "table3")
     text = md.read_text()
     ssim_line = next(line for line in text.splitlines() if "| SSIM |" in line)
-    heart_line = next(line for line in text.splitlines() if "ΔDmean" in line)
+    heart_line = next(line for line in text.splitlines() if "ΔDmean|" in line)
     # per row: SSIM higher is better (B), Heart |ΔDmean| lower is better (A 0.3 vs B 0.3 -> tie)
     assert ssim_line.count("**") == 2 and ssim_line.rstrip(" |").endswith("**")
     assert heart_line.count("**") == 4
@@ -168,7 +169,9 @@ def test_seed_spread_against_statistics():
         assert r["std"] == pytest.approx(statistics.stdev(m), rel=1e-12)
         assert r["range"] == pytest.approx(max(m) - min(m), rel=1e-12)
     wide = tables.seed_spread_table(tables.seed_spread(pd.DataFrame(rows)))
-    assert wide.loc["npc", "MAE (Gy)"].startswith(f"±{statistics.stdev(means['npc']):.4f}")
+    npc = means["npc"]
+    assert wide.loc["npc", "MAE (Gy)"] == (f"{statistics.fmean(npc):.4f} ± {statistics.stdev(npc):.4f} "
+                                           f"(range {max(npc) - min(npc):.4f}, 5 seeds)")
     assert "**" not in tables.to_markdown(wide)
     with pytest.raises(InputError, match="seed"):
         tables.seed_spread(pd.DataFrame(rows).drop(columns="seed"))
