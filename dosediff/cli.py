@@ -114,9 +114,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     from dosediff.report.build import ReportConfig, build_report
 
     cfg = section(_settings(args), ReportConfig, "report")
-    gamma = section(_settings(args), EvaluationConfig, "evaluate").gamma
+    evaluation = section(_settings(args), EvaluationConfig, "evaluate")
+    gamma = evaluation.gamma
     build_report(cfg, [Path(p) for p in args.metrics], Path(args.out),
                  gamma_text=gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)",
+                 cases=args.cases, nifti_dir=Path(args.nifti_dir) if args.nifti_dir else None,
+                 predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
+                 dvh_bin_gy=evaluation.dvh_bin_gy,
                  steps_csv=Path(args.steps) if args.steps else None,
                  seeds_csv=Path(args.seeds) if args.seeds else None)
 
@@ -213,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, nargs="+", help="per_case.csv of each experiment")
     p.add_argument("--steps", default=None, help="steps study CSV")
     p.add_argument("--seeds", default=None, help="seed study CSV")
+    p.add_argument("--cases", nargs="*", default=None, help="cases of the overlaid DVH figures")
+    p.add_argument("--nifti-dir", default=None, help="folder of ingested cases (reference dose and ROIs)")
+    p.add_argument("--predictions-dir", default=None, help="folder of <experiment>/<case>.nii.gz predictions")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_report)
     return parser

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dosediff.errors import input_error
+from dosediff.report.case_dvh import case_dvh_figures
 from dosediff.report.figures import seed_figure, steps_figure
 from dosediff.report.tables import (comparison_table, metric_label, per_roi_table, read_per_case,
                                     seed_spread, seed_spread_table, summary, summary_table, write_table)
@@ -54,9 +55,13 @@ def _n_cases(per_case: pd.DataFrame, experiments: list[str]) -> str:
 
 def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
                  steps_csv: Path | None = None, seeds_csv: Path | None = None,
-                 gamma_text: str = "3%/3mm global, 10% cut-off") -> None:
-    """Write the tables (CSV + Markdown + HTML, each with its caption) and the dataset-level
-    figures into out_dir. gamma_text states the gamma criteria in the captions."""
+                 gamma_text: str = "3%/3mm global, 10% cut-off", cases: list[str] | None = None,
+                 nifti_dir: Path | None = None, predictions_dir: Path | None = None,
+                 dvh_bin_gy: float = 0.01) -> None:
+    """Write the tables (CSV + Markdown + HTML, each with its caption), the dataset-level
+    figures and, given cases, nifti_dir and predictions_dir (holding <experiment>/<case>.nii.gz),
+    one DVH figure per case with every model overlaid (dvh/<case>.png) into out_dir.
+    gamma_text states the gamma criteria in the captions."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_case = read_per_case(per_case_paths)
@@ -86,6 +91,10 @@ def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
         write_table(seed_spread_table(seed_spread(seeds), labels=cfg.labels), out_dir / "seeds",
                     caption="Spread over sampling seeds: mean ± sample std (and range) over seeds of "
                             "each seed's mean over the test cases.")
+    if cases and nifti_dir is not None and predictions_dir is not None:
+        first = next(iter(cfg.tables.values()), everyone)
+        models = {cfg.labels.get(e, e): Path(predictions_dir) / e for e in first}
+        case_dvh_figures(cases, Path(nifti_dir), models, out_dir / "dvh", bin_width_gy=dvh_bin_gy)
     log.info(f"report written to {out_dir}")
 
 

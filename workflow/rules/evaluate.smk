@@ -1,6 +1,41 @@
 # Metrics per experiment, sampling studies, and the dataset report.
 
 
+def model_label(experiment):
+    return (REPORT.get("labels") or {}).get(experiment, experiment)
+
+
+def report_tables():
+    """Table file names in the report's reading order: the comparison tables first."""
+    names = list(REPORT.get("tables") or {}) + ["per_roi", "summary", "steps", "seeds"]
+    return {name: i + 1 for i, name in enumerate(names)}
+
+
+def report_category(wildcards):
+    return "Tables" if "table" in wildcards.keys() else "Figures"
+
+
+def report_subcategory(wildcards):
+    if "table" in wildcards.keys():
+        return "Results"
+    return "Cases" if "case" in wildcards.keys() else "Sampling studies"
+
+
+def report_labels(wildcards):
+    """Table order and name; figure kind, case and model: what the report lists entries by."""
+    keys = wildcards.keys()
+    if "table" in keys:
+        order = report_tables().get(wildcards.table, 99)
+        return {"table": f"{order:02d} {wildcards.table}"}
+    if "case" in keys:
+        return {"case": wildcards.case, "figure": "DVH", "model": "all models"}
+    return {
+        "figure": {"steps": "DDIM steps", "seeds": "sampling seeds"}.get(
+            wildcards.figure, wildcards.figure
+        )
+    }
+
+
 rule evaluate:
     input:
         predictions=lambda wildcards: expand(
@@ -16,14 +51,20 @@ rule evaluate:
             caption="../report/per_case.rst",
             category="Metrics",
             subcategory="{experiment}",
+            labels=lambda wildcards: {"model": model_label(wildcards.experiment)},
         ),
         summary=f"{RESULTS}/metrics/{{experiment}}/summary.md",
         figures=report(
             directory(f"{RESULTS}/metrics/{{experiment}}/figures"),
-            patterns=["{name}.png"],
+            patterns=["{case}_dose.png"],
             caption="../report/case_figures.rst",
             category="Figures",
-            subcategory="{experiment}",
+            subcategory="Cases",
+            labels=lambda wildcards: {
+                "case": wildcards.case,
+                "figure": "dose slices",
+                "model": model_label(wildcards.experiment),
+            },
         ),
     log:
         f"{RESULTS}/logs/evaluate/{{experiment}}.log",
@@ -36,10 +77,11 @@ rule evaluate:
         settings=settings("dataset", "preprocess", "evaluate"),
         cases=lambda wildcards: split_cases(EVAL_SPLIT),
         out=lambda wildcards: f"{RESULTS}/metrics/{wildcards.experiment}",
+        label=lambda wildcards: model_label(wildcards.experiment),
         nifti_dir=f"{RESULTS}/nifti",
         predictions=lambda wildcards: f"{RESULTS}/predictions/{wildcards.experiment}",
     shell:
-        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment} --cases {params.cases} --nifti-dir {params.nifti_dir} --predictions {params.predictions} --out {params.out} 2> {log}"
+        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment} --cases {params.cases} --nifti-dir {params.nifti_dir} --predictions {params.predictions} --out {params.out} --label {params.label:q} 2> {log}"
 
 
 rule study:
@@ -77,12 +119,22 @@ rule report:
         ),
         steps=[f"{RESULTS}/metrics/steps_study.csv"] if study("steps_study") else [],
         seeds=[f"{RESULTS}/metrics/seed_study.csv"] if study("seed_study") else [],
+        predictions=lambda wildcards: expand(
+            f"{RESULTS}/predictions/{{experiment}}/{{case}}.nii.gz",
+            experiment=EXPERIMENTS + [MEAN_DOSE],
+            case=split_cases(EVAL_SPLIT),
+        ),
+        references=lambda wildcards: expand(
+            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
+        ),
     output:
         report(
             directory(f"{RESULTS}/report"),
-            patterns=["{name}.md", "{name}.png"],
+            patterns=["{table,[^/]+}.html", "{figure,[^/]+}.png", "dvh/{case}.png"],
             caption="../report/tables.rst",
-            category="Tables",
+            category=report_category,
+            subcategory=report_subcategory,
+            labels=report_labels,
         ),
     log:
         f"{RESULTS}/logs/report.log",
@@ -90,8 +142,11 @@ rule report:
         ENV
     threads: 1
     params:
-        settings=settings("report"),
+        settings=settings("report", "evaluate"),
+        cases=lambda wildcards: split_cases(EVAL_SPLIT),
+        nifti_dir=f"{RESULTS}/nifti",
+        predictions=f"{RESULTS}/predictions",
         steps=lambda wildcards, input: f"--steps {input.steps}" if input.steps else "",
         seeds=lambda wildcards, input: f"--seeds {input.seeds}" if input.seeds else "",
     shell:
-        "dosediff report --settings {params.settings:q} --metrics {input.metrics} {params.steps} {params.seeds} --out {output} 2> {log}"
+        "dosediff report --settings {params.settings:q} --metrics {input.metrics} {params.steps} {params.seeds} --cases {params.cases} --nifti-dir {params.nifti_dir:q} --predictions-dir {params.predictions:q} --out {output:q} 2> {log}"
