@@ -116,7 +116,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from dosediff.evaluate import evaluate_experiment
 
     evaluate_experiment(_settings(args), args.experiment, list(args.cases), Path(args.nifti_dir),
-                        Path(args.predictions), Path(args.out), figures=not args.no_figures)
+                        Path(args.predictions), Path(args.out), figures=not args.no_figures,
+                        label=args.label)
 
 
 def cmd_study(args: argparse.Namespace) -> None:
@@ -134,10 +135,17 @@ def cmd_submission(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from dosediff.config import section
+    from dosediff.metrics.evaluate import EvaluationConfig, gamma_criterion
     from dosediff.report.build import ReportConfig, build_report
 
     cfg = section(_settings(args), ReportConfig, "report")
+    evaluation = section(_settings(args), EvaluationConfig, "evaluate")
+    gamma = evaluation.gamma
     build_report(cfg, [Path(p) for p in args.metrics], Path(args.out),
+                 gamma_text=gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)",
+                 cases=args.cases, nifti_dir=Path(args.nifti_dir) if args.nifti_dir else None,
+                 predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
+                 dvh_bin_gy=evaluation.dvh_bin_gy,
                  steps_csv=Path(args.steps) if args.steps else None,
                  seeds_csv=Path(args.seeds) if args.seeds else None)
 
@@ -226,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, help="folder of <case>.nii.gz predictions")
     p.add_argument("--out", required=True, help="output folder (per_case.csv, summary, figures/)")
     p.add_argument("--no-figures", action="store_true", help="skip the per-case figures")
+    p.add_argument("--label", default=None, help="the model's name in figure titles (default: the experiment)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("study", help="metrics of a sampling study (DDIM steps or seeds)")
@@ -246,10 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_submission)
 
     p = sub.add_parser("report", help="the paper's tables and dataset-level figures from the metric tables")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses section: report)")
+    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses: report, evaluate)")
     p.add_argument("--metrics", required=True, nargs="+", help="per_case.csv of each experiment")
     p.add_argument("--steps", default=None, help="steps study CSV")
     p.add_argument("--seeds", default=None, help="seed study CSV")
+    p.add_argument("--cases", nargs="*", default=None, help="cases of the overlaid DVH figures")
+    p.add_argument("--nifti-dir", default=None, help="folder of ingested cases (reference dose and ROIs)")
+    p.add_argument("--predictions-dir", default=None, help="folder of <experiment>/<case>.nii.gz predictions")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=cmd_report)
 

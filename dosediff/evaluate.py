@@ -65,12 +65,14 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti_dir: Path,
-                        predictions_dir: Path, out_dir: Path, figures: bool = True) -> pd.DataFrame:
+                        predictions_dir: Path, out_dir: Path, figures: bool = True,
+                        label: str | None = None) -> pd.DataFrame:
     """Metrics of every case -> out_dir/per_case.csv, summary.csv/.md, openkbp_scores.json
-    (where a possible-dose mask exists) and figures/<case>_dvh.png, <case>_dose.png."""
+    (where a possible-dose mask exists) and figures/<case>_dvh.png, <case>_dose.png; figure
+    titles name the model by `label` (the report's label of the experiment)."""
     from dosediff.config import section
     from dosediff.report.figures import dose_slices_figure, dvh_figure
-    from dosediff.report.tables import summary, write_table
+    from dosediff.report.tables import summary, summary_table, write_table
 
     dataset = section(settings, DatasetConfig, "dataset")
     prep = section(settings, PreprocessConfig, "preprocess")
@@ -100,16 +102,19 @@ def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti
             std = read_image(std_path)[0] if std_path.is_file() else None
             fig_dir = out_dir / "figures"
             fig_dir.mkdir(parents=True, exist_ok=True)
-            title = f"{case_id} · {experiment}"
+            title = f"{case_id} · {label or experiment}"
             dvh_figure(ref.dose, pred, ref.masks, ref.geometry.spacing, fig_dir / f"{case_id}_dvh.png",
                        title=title, bin_width_gy=cfg.dvh_bin_gy, case=case_id)
             target = next((ref.masks[t] for t in dataset.targets if t in ref.masks), None)
             dose_slices_figure(ref.ct, ref.dose, pred, body, fig_dir / f"{case_id}_dose.png", std=std,
                                dose_max=max(float(ref.dose.max()), 1e-3), spacing_mm=ref.geometry.spacing,
-                               target=target, title=title, case=case_id)
+                               target=target, title=title, case=case_id,
+                               prescription_gy=ref.prescription_gy or dataset.prescription_gy)
     per_case = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(per_case, out_dir / "per_case.csv")
-    write_table(summary(per_case), out_dir / "summary")
+    write_table(summary_table(summary(per_case, 2), {experiment: label or experiment}), out_dir / "summary",
+                caption=f"{label or experiment}: mean ± sample std over n = {len(cases)} cases; |ΔD| and |ΔV| "
+                        "are |predicted − reference|.")
     if any("openkbp_dose_error_gy" in f for f in flats):
         scores = openkbp_scores_from_rows(flats)
         (out_dir / "openkbp_scores.json").write_text(json.dumps(scores, indent=2))

@@ -94,12 +94,13 @@ def test_read_per_case_roundtrip_and_bad_columns(tmp_path: Path):
 def test_comparison_table_order_labels_cells():
     t = tables.comparison_table(make_per_case(), ["B", "A"], labels={"A": "DoseDiff (PSDM)"})
     assert list(t.index) == ["B", "DoseDiff (PSDM)"]
-    assert list(t.columns) == ["MAE (Gy)", "SSIM", "PSNR (dB)", "Dose score (Gy)", "Volume score (%)"]
+    assert list(t.columns) == ["MAE (Gy)", "SSIM", "PSNR (dB)", "Gamma pass rate (%)", "Dose score (Gy)",
+                               "Volume score (%)"]
     assert t.loc["DoseDiff (PSDM)", "SSIM"] == expected_text(VALUES["A"][("Body", "SSIM", "")])
     assert t.loc["B", "Volume score (%)"] == expected_text(VALUES["B"][("All", "volume_score", "%")])
     t2 = tables.comparison_table(make_per_case(), ["A", "B"], columns=[("PTV", "D95"), ("Body", "gamma_pass_rate")])
-    assert list(t2.columns) == ["PTV ΔD95 (Gy)", "Gamma pass rate (%)"]
-    assert t2.loc["B", "PTV ΔD95 (Gy)"] == expected_text([0.4, math.nan, 0.6])
+    assert list(t2.columns) == ["PTV |ΔD95| (Gy)", "Gamma pass rate (%)"]
+    assert t2.loc["B", "PTV |ΔD95| (Gy)"] == expected_text([0.4, math.nan, 0.6])
     assert (t2["Gamma pass rate (%)"] == "n/a").all()
     with pytest.raises(InputError, match="C"):
         tables.comparison_table(make_per_case(), ["A", "C"])
@@ -108,9 +109,9 @@ def test_comparison_table_order_labels_cells():
 def test_per_roi_table_layout():
     t = tables.per_roi_table(make_per_case(), ["A", "B"])
     assert list(t.index) == [("Body", "MAE (Gy)"), ("Body", "SSIM"), ("Body", "PSNR (dB)"),
-                             ("PTV", "ΔD95 (Gy)"), ("Heart", "ΔDmean (Gy)"),
+                             ("PTV", "|ΔD95| (Gy)"), ("Heart", "|ΔDmean| (Gy)"),
                              ("All", "Dose score (Gy)"), ("All", "Volume score (%)")]
-    assert t.loc[("Heart", "ΔDmean (Gy)"), "B"] == expected_text([0.5, 0.1])
+    assert t.loc[("Heart", "|ΔDmean| (Gy)"), "B"] == expected_text([0.5, 0.1])
 
 
 def _bold_cells(md: str) -> list[tuple[str, str]]:
@@ -144,7 +145,7 @@ def test_markdown_ties_and_rows(tmp_path: Path):
     _, md = tables.write_table(t, tmp_path / "table3")
     text = md.read_text()
     ssim_line = next(line for line in text.splitlines() if "| SSIM |" in line)
-    heart_line = next(line for line in text.splitlines() if "ΔDmean" in line)
+    heart_line = next(line for line in text.splitlines() if "ΔDmean|" in line)
     # per row: SSIM higher is better (B), Heart |ΔDmean| lower is better (A 0.3 vs B 0.3 -> tie)
     assert ssim_line.count("**") == 2 and ssim_line.rstrip(" |").endswith("**")
     assert heart_line.count("**") == 4
@@ -168,7 +169,9 @@ def test_seed_spread_against_statistics():
         assert r["std"] == pytest.approx(statistics.stdev(m), rel=1e-12)
         assert r["range"] == pytest.approx(max(m) - min(m), rel=1e-12)
     wide = tables.seed_spread_table(tables.seed_spread(pd.DataFrame(rows)))
-    assert wide.loc["npc", "MAE (Gy)"].startswith(f"±{statistics.stdev(means['npc']):.4f}")
+    npc = means["npc"]
+    assert wide.loc["npc", "MAE (Gy)"] == (f"{statistics.fmean(npc):.4f} ± {statistics.stdev(npc):.4f} "
+                                           f"(range {max(npc) - min(npc):.4f}, 5 seeds)")
     assert "**" not in tables.to_markdown(wide)
     with pytest.raises(InputError, match="seed"):
         tables.seed_spread(pd.DataFrame(rows).drop(columns="seed"))
@@ -237,10 +240,8 @@ def test_dose_slices_symmetric_difference_and_aspect(tmp_path: Path):
     z, y = np.unravel_index(np.argmax(ref), ref.shape)[:2]
     assert (z, y) == (6, 12)
     ylabels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel().startswith(("Axial", "Coronal"))]
-    assert ylabels == [f"Axial (z = {z})", f"Coronal (y = {y})"]
-    inside = body.astype(bool)
-    diff = pred.astype(float) - ref.astype(float)
-    lim = max(np.abs(diff[z][inside[z]]).max(), np.abs(diff[:, y][inside[:, y]]).max())
+    assert ylabels == [f"Axial, z = {z * SPACING[0]:.1f} mm", f"Coronal, y = {y * SPACING[1]:.1f} mm"]
+    lim = 0.1 * float(max(ref.max(), pred.max()))  # no prescription given: 10 % of the dose scale
     diff_images = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "RdBu_r"]
     assert len(diff_images) == 2
     for im in diff_images:
@@ -250,9 +251,13 @@ def test_dose_slices_symmetric_difference_and_aspect(tmp_path: Path):
     titled = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
     assert list(titled) == ["Reference", "Prediction", "Prediction − reference", "Uncertainty (std)"]
     axial, coronal = (ax for ax in fig.axes if ax.get_ylabel().startswith(("Axial", "Coronal")))
-    assert axial.get_aspect() == pytest.approx(1.5) and coronal.get_aspect() == pytest.approx(3.0)
+    # extents in mm with equal aspect: a pixel is as tall and wide as the voxel is in mm
+    l, r, b, t = axial.get_images()[0].get_extent()
+    assert (r - l, b - t) == pytest.approx((SHAPE[2] * SPACING[2], SHAPE[1] * SPACING[1]))
+    l, r, b, t = coronal.get_images()[0].get_extent()
+    assert (r - l, t - b) == pytest.approx((SHAPE[2] * SPACING[2], SHAPE[0] * SPACING[0]))
     cbar_labels = {ax.get_ylabel() for ax in fig.axes}
-    assert {"Dose (Gy)", "Δ dose (Gy)", "Std (Gy)"} <= cbar_labels
+    assert {"Dose (Gy)", f"Δ dose (Gy), clipped at ±{lim:.1f}", "Std (Gy)"} <= cbar_labels
 
 
 def test_dose_slices_target_centre_and_no_std(tmp_path: Path):
@@ -262,8 +267,8 @@ def test_dose_slices_target_centre_and_no_std(tmp_path: Path):
     fig = figures.dose_slices_figure(ct, ref, pred, body, tmp_path / "s.png", spacing_mm=SPACING, target=target)
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["Reference", "Prediction",
                                                                      "Prediction − reference"]
-    assert any(ax.get_ylabel() == "Axial (z = 4)" for ax in fig.axes)
-    assert any(ax.get_ylabel() == "Coronal (y = 17)" for ax in fig.axes)
+    assert any(ax.get_ylabel() == "Axial, z = 12.0 mm" for ax in fig.axes)
+    assert any(ax.get_ylabel() == "Coronal, y = 25.5 mm" for ax in fig.axes)
     with pytest.raises(InputError, match="axial_index"):
         figures.dose_slices_figure(ct, ref, pred, body, tmp_path / "t.png", axial_index=SHAPE[0])
 

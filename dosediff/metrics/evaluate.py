@@ -67,6 +67,12 @@ class EvaluationConfig:
                 for roi in rois}
 
 
+def gamma_criterion(g: GammaConfig) -> str:
+    """The gamma criteria in words, e.g. "3%/3mm global, 10% cut-off" (tables and captions)."""
+    return (f"{g.dose_percent:g}%/{g.distance_mm:g}mm {'local' if g.local else 'global'}, "
+            f"{g.cutoff_percent:g}% cut-off")
+
+
 def _check_dose(arr: np.ndarray, what: str, case: str | None) -> None:
     if np.ndim(arr) != 3:
         raise input_error(what, f"{np.ndim(arr)}-d array of shape {np.shape(arr)}", "a 3-d (z, y, x) dose in Gy",
@@ -117,8 +123,7 @@ def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[s
     row["volume_score_pct"] = float(np.mean(v_cells)) if v_cells else math.nan
 
     g = cfg.gamma
-    row["gamma_criterion"] = (f"{g.dose_percent:g}%/{g.distance_mm:g}mm {'local' if g.local else 'global'}, "
-                              f"{g.cutoff_percent:g}% cut-off")
+    row["gamma_criterion"] = gamma_criterion(g)
     if g.enabled:
         res = gamma_pass_rate(reference, predicted, spacing_mm, body, g, case)
         row.update(gamma_pass_pct=res.pass_rate, gamma_points=res.evaluated_points,

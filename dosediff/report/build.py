@@ -9,11 +9,13 @@ from pathlib import Path
 import pandas as pd
 
 from dosediff.errors import input_error
+from dosediff.report.case_dvh import case_dvh_figures
 from dosediff.report.figures import seed_figure, steps_figure
-from dosediff.report.tables import (comparison_table, per_roi_table, read_per_case, seed_spread,
-                                    seed_spread_table, summary, write_table)
+from dosediff.report.tables import (comparison_table, metric_label, per_roi_table, read_per_case,
+                                    seed_spread, seed_spread_table, summary, summary_table, write_table)
 
 log = logging.getLogger("dosediff")
+DECIMALS = 2  # a handful of test cases: 0.01 Gy, 0.01 % are already finer than their spread
 
 
 @dataclass(frozen=True)
@@ -46,26 +48,67 @@ class ReportConfig:
     seed_study: StudyConfig = field(default_factory=StudyConfig)
 
 
+def _n_cases(per_case: pd.DataFrame, experiments: list[str]) -> str:
+    counts = sorted({int(per_case.loc[per_case["experiment"] == e, "case"].nunique()) for e in experiments})
+    return f"n = {counts[0]}" if len(counts) == 1 else f"n = {'–'.join(str(c) for c in counts)}"
+
+
 def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
-                 steps_csv: Path | None = None, seeds_csv: Path | None = None) -> None:
-    """Write the tables (CSV + Markdown) and the dataset-level figures into out_dir."""
+                 steps_csv: Path | None = None, seeds_csv: Path | None = None,
+                 gamma_text: str = "3%/3mm global, 10% cut-off", cases: list[str] | None = None,
+                 nifti_dir: Path | None = None, predictions_dir: Path | None = None,
+                 dvh_bin_gy: float = 0.01) -> None:
+    """Write the tables (CSV + Markdown + HTML, each with its caption), the dataset-level
+    figures and, given cases, nifti_dir and predictions_dir (holding <experiment>/<case>.nii.gz),
+    one DVH figure per case with every model overlaid (dvh/<case>.png) into out_dir.
+    gamma_text states the gamma criteria in the captions."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_case = read_per_case(per_case_paths)
-    write_table(summary(per_case), out_dir / "summary")
+    stats = summary(per_case, DECIMALS)
+    everyone = list(dict.fromkeys(per_case["experiment"]))
+    common = (f"Mean ± sample std over {_n_cases(per_case, everyone)} test cases per model; "
+              f"(n=k/N) marks a cell that k of N cases had. ")
+    write_table(summary_table(stats, cfg.labels), out_dir / "summary",
+                caption=f"Summary of every metric per model. {common}|ΔD| and |ΔV| are |predicted − reference|.")
     for name, experiments in cfg.tables.items():
-        write_table(comparison_table(per_case, experiments, labels=cfg.labels), out_dir / name)
+        write_table(comparison_table(per_case, experiments, labels=cfg.labels, decimals=DECIMALS), out_dir / name,
+                    caption=f"Models compared ({name}). {common}Gamma pass rate: {gamma_text}. "
+                            "Dose and volume scores: mean |ΔD| (Gy) and |ΔV| (%) over the configured DVH "
+                            "metrics. Best per column in bold.")
     if cfg.per_roi:
-        write_table(per_roi_table(per_case, cfg.per_roi, labels=cfg.labels), out_dir / "per_roi", along="rows")
+        write_table(per_roi_table(per_case, cfg.per_roi, labels=cfg.labels, decimals=DECIMALS),
+                    out_dir / "per_roi", along="rows",
+                    caption=f"Per-ROI DVH errors |predicted − reference|. {common}Best per row in bold.")
     if steps_csv is not None:
         steps = pd.read_csv(steps_csv)
         steps_figure(steps, out_dir / "steps.png", title="DDIM steps: quality and time")
-        table = steps.groupby(["experiment", "steps", "metric"])["value"].agg(["mean", "std"]).unstack("metric")
-        table.columns = [f"{metric} {stat}" for stat, metric in table.columns]
-        table["seconds per case"] = steps.groupby(["experiment", "steps"])["seconds"].mean()
-        write_table(table.round(4), out_dir / "steps")
+        write_table(steps_table(steps), out_dir / "steps",
+                    caption="DDIM steps versus quality and time: mean ± sample std over the test cases.")
     if seeds_csv is not None:
         seeds = pd.read_csv(seeds_csv)
         seed_figure(seeds, out_dir / "seeds.png", title="Spread over sampling seeds")
-        write_table(seed_spread_table(seed_spread(seeds), labels=cfg.labels), out_dir / "seeds")
+        write_table(seed_spread_table(seed_spread(seeds), labels=cfg.labels), out_dir / "seeds",
+                    caption="Spread over sampling seeds: mean ± sample std (and range) over seeds of "
+                            "each seed's mean over the test cases.")
+    if cases and nifti_dir is not None and predictions_dir is not None:
+        first = next(iter(cfg.tables.values()), everyone)
+        models = {cfg.labels.get(e, e): Path(predictions_dir) / e for e in first}
+        case_dvh_figures(cases, Path(nifti_dir), models, out_dir / "dvh", bin_width_gy=dvh_bin_gy)
     log.info(f"report written to {out_dir}")
+
+
+def steps_table(steps: pd.DataFrame) -> pd.DataFrame:
+    """Rows (model, DDIM steps), columns each metric with its unit as 'mean ± std' over cases,
+    and the mean time per case in seconds."""
+    steps = steps.copy()
+    steps["value"] = pd.to_numeric(steps["value"], errors="coerce")
+    g = steps.groupby(["experiment", "steps", "metric"], sort=False)["value"]
+    cells = (g.mean().map(lambda m: f"{m:.{DECIMALS}f}") + " ± " + g.std(ddof=1).map(lambda v: f"{v:.{DECIMALS}f}"))
+    table = cells.unstack("metric")
+    table.columns = [metric_label(m, None, "All") for m in table.columns]
+    times = steps.groupby(["experiment", "steps", "case"])["seconds"].first().groupby(level=[0, 1]).mean()
+    table["Time per case (s)"] = times.map(lambda t: f"{t:.1f}")
+    table.index.names = ["Model", "DDIM steps"]
+    table.attrs["best_along"] = "none"
+    return table

@@ -124,6 +124,34 @@ def dvh_figure(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str,
 
 # ---------------------------------------------------------------- dose slices
 
+DIFF_CLIP_FRACTION = 0.10  # difference maps span ±10 % of the prescription
+
+
+def diff_limit_gy(prescription_gy: float | None, dose_max: float) -> float:
+    """Symmetric colour limit (Gy) of a difference map: 10 % of the prescription (else of dose_max)."""
+    base = prescription_gy if prescription_gy and prescription_gy > 0 else dose_max
+    return DIFF_CLIP_FRACTION * base
+
+
+def image_extent(rows: np.ndarray, cols: np.ndarray, origin: str) -> tuple[float, float, float, float]:
+    """imshow extent (left, right, bottom, top) putting pixel (i, j) at (cols[j], rows[i]): the
+    coordinates ax.contour(cols, rows, ...) uses. origin "upper" puts row 0 at the top."""
+    dr = rows[1] - rows[0] if rows.size > 1 else 1.0
+    dc = cols[1] - cols[0] if cols.size > 1 else 1.0
+    left, right = cols[0] - dc / 2, cols[-1] + dc / 2
+    first, last = rows[0] - dr / 2, rows[-1] + dr / 2
+    return (left, right, last, first) if origin == "upper" else (left, right, first, last)
+
+
+def _orientation_letters(ax, letters: tuple[str, str, str, str]) -> None:
+    """Patient sides (top, bottom, left, right) at the panel's edges; axes in mm."""
+    for text, xy in zip(letters, ((0.5, 0.97), (0.5, 0.03), (0.03, 0.5), (0.97, 0.5))):
+        ax.text(*xy, text, transform=ax.transAxes, color="yellow", fontsize=9, fontweight="bold",
+                ha="center", va="center")
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("mm", fontsize=7, labelpad=1)
+
+
 def default_slice_indices(reference: np.ndarray, target: np.ndarray | None = None) -> tuple[int, int]:
     """(axial z, coronal y): through the target's centre of mass when a non-empty target is
     given, else through the reference dose's hottest voxel."""
@@ -139,14 +167,17 @@ def dose_slices_figure(ct: np.ndarray, reference: np.ndarray, predicted: np.ndar
                        coronal_index: int | None = None, dose_max: float | None = None,
                        spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), target: np.ndarray | None = None,
                        title: str | None = None, low_dose_fraction: float = 0.05,
-                       ct_window: tuple[float, float] = (-160.0, 240.0), case: str | None = None) -> Figure:
+                       ct_window: tuple[float, float] = (-160.0, 240.0), case: str | None = None,
+                       prescription_gy: float | None = None) -> Figure:
     """Axial (top) and coronal (bottom) slices; columns: CT + reference dose, CT + predicted
-    dose, predicted - reference (diverging, symmetric limits, inside the body), and the
-    per-voxel standard deviation over samples when `std` is given.
+    dose, predicted - reference (diverging, inside the body, clipped at ±DIFF_CLIP_FRACTION of
+    the prescription, or of dose_max when none is given, so typical errors are not washed out
+    by the worst voxel), and the per-voxel standard deviation over samples when `std` is given.
+    Axes are in mm from the first voxel, slices are named by their position in mm, the dotted
+    line is where the other view cuts this one, and letters mark the patient's sides.
 
     Dose washes share one scale 0..dose_max (default: the larger maximum of both doses) and are
-    transparent below low_dose_fraction x dose_max. The difference limits are +-(largest
-    |difference| inside the body on the shown slices). Pixel aspect follows spacing_mm (z, y, x),
+    transparent below low_dose_fraction x dose_max. Pixel aspect follows spacing_mm (z, y, x),
     so thick slices are not squashed; coronal slices put higher z at the top (superior up for
     the usual LPS direction), axial slices anterior up with the patient's left on the right.
     """
@@ -165,15 +196,16 @@ def dose_slices_figure(ct: np.ndarray, reference: np.ndarray, predicted: np.ndar
     dose_max = dose_max if dose_max > 0 else 1.0
     inside = np.asarray(body).astype(bool)
 
-    # (label, 2-D getter, aspect = row spacing / column spacing, origin)
-    views = [(f"Axial (z = {z})", lambda a: a[z], sy / sx, "upper"),
-             (f"Coronal (y = {y})", lambda a: a[:, y, :], sz / sx, "lower")]
+    # (label, 2-D getter, row coords, column coords, origin, letters (top, bottom, left, right));
+    # imshow extent and contour both in mm, so the outline sits on the pixels it outlines
+    zc, yc, xc = (np.arange(n) * s for n, s in zip(shape, (sz, sy, sx)))
+    views = [(f"Axial, z = {zc[z]:.1f} mm", lambda a: a[z], yc, xc, "upper", ("A", "P", "R", "L")),
+             (f"Coronal, y = {yc[y]:.1f} mm", lambda a: a[:, y, :], zc, xc, "lower", ("S", "I", "R", "L"))]
     diff = np.asarray(predicted, dtype=np.float64) - np.asarray(reference, dtype=np.float64)
-    diff_lim = max(float(np.max(np.abs(np.where(view(inside), view(diff), 0.0)))) for _, view, _, _ in views)
-    diff_lim = diff_lim if diff_lim > 0 else 0.01 * dose_max
+    diff_lim = diff_limit_gy(prescription_gy, dose_max)
     std_max = 0.0
     if std is not None:
-        std_max = max(float(np.max(np.where(view(inside), view(std), 0.0))) for _, view, _, _ in views)
+        std_max = max(float(np.max(np.where(v[1](inside), v[1](std), 0.0))) for v in views)
         std_max = std_max if std_max > 0 else 0.01 * dose_max
 
     columns = ["Reference", "Prediction", "Prediction − reference"] + (["Uncertainty (std)"] if std is not None else [])
@@ -183,40 +215,38 @@ def dose_slices_figure(ct: np.ndarray, reference: np.ndarray, predicted: np.ndar
         fig = _new_figure(panel_w * len(columns) + 0.9 * len(columns), sum(heights) + 0.9 + (0.3 if title else 0))
         axes = fig.subplots(2, len(columns), gridspec_kw={"height_ratios": heights}, squeeze=False)
         images: dict[str, object] = {}
-        for r, (label, view, aspect, origin) in enumerate(views):
+        for r, (label, view, rows, cols, origin, letters) in enumerate(views):
             ct2 = view(ct)
             body2 = view(inside)
+            kw = {"extent": image_extent(rows, cols, origin), "origin": origin, "interpolation": "nearest"}
             for c, name in enumerate(columns):
                 ax = axes[r, c]
-                ax.imshow(ct2, cmap="gray", vmin=ct_window[0], vmax=ct_window[1], aspect=aspect,
-                          origin=origin, interpolation="nearest")
+                ax.imshow(ct2, cmap="gray", vmin=ct_window[0], vmax=ct_window[1], **kw)
                 if name in ("Reference", "Prediction"):
                     dose2 = view(reference if name == "Reference" else predicted)
                     wash = np.ma.masked_less(dose2, low_dose_fraction * dose_max)
-                    im = ax.imshow(wash, cmap="turbo", vmin=0, vmax=dose_max, alpha=0.65, aspect=aspect,
-                                   origin=origin, interpolation="nearest")
+                    im = ax.imshow(wash, cmap="turbo", vmin=0, vmax=dose_max, alpha=0.65, **kw)
                     unit = "Dose (Gy)"
                 elif name.startswith("Prediction −"):
                     im = ax.imshow(np.ma.masked_where(~body2, view(diff)), cmap="RdBu_r", vmin=-diff_lim,
-                                   vmax=diff_lim, aspect=aspect, origin=origin, interpolation="nearest")
-                    unit = "Δ dose (Gy)"
+                                   vmax=diff_lim, **kw)
+                    unit = f"Δ dose (Gy), clipped at ±{diff_lim:.1f}"
                 else:
                     # viridis, not magma: its zero is not the black of air around the body
-                    im = ax.imshow(np.ma.masked_where(~body2, view(std)), cmap="viridis", vmin=0, vmax=std_max,
-                                   aspect=aspect, origin=origin, interpolation="nearest")
+                    im = ax.imshow(np.ma.masked_where(~body2, view(std)), cmap="viridis", vmin=0, vmax=std_max, **kw)
                     unit = "Std (Gy)"
                 images[f"{r}/{name}"] = im
                 if body2.any() and not body2.all():
-                    ax.contour(body2.astype(float), levels=[0.5], colors="w", linewidths=0.6, origin=origin)
-                ax.set_xticks([])
-                ax.set_yticks([])
+                    ax.contour(cols, rows, body2.astype(float), levels=[0.5], colors="w", linewidths=0.6)
+                _orientation_letters(ax, letters)
                 if r == 0:
                     ax.set_title(name)
                 if c == 0:
                     ax.set_ylabel(label)
                     # where the other view cuts this one
-                    ax.axhline(y if r == 0 else z, color="w", ls=":", lw=0.8, alpha=0.8)
-                fig.colorbar(im, ax=ax, shrink=0.85, label=unit, pad=0.02)
+                    ax.axhline(yc[y] if r == 0 else zc[z], color="w", ls=":", lw=0.8, alpha=0.8)
+                fig.colorbar(im, ax=ax, shrink=0.85, label=unit, pad=0.02,
+                             extend="both" if name.startswith("Prediction −") else "neither")
         if title:
             fig.suptitle(title)
     _save(fig, path)

@@ -24,15 +24,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dosediff.atomic import atomic_file
 from dosediff.errors import input_error
+from dosediff.metrics.evaluate import openkbp_scores_from_rows
+from dosediff.report.html import to_html
 
 PER_CASE_COLUMNS = ["experiment", "case", "roi", "metric", "unit", "reference", "predicted", "value", "note"]
 SEED_COLUMNS = ["experiment", "seed", "case", "metric", "value"]
 
 # The paper's Table 1/2 columns: (roi, metric) -> header.
 DEFAULT_COLUMNS: list[tuple[str, str]] = [
-    ("Body", "MAE"), ("Body", "SSIM"), ("Body", "PSNR"), ("All", "dose_score"), ("All", "volume_score"),
+    ("Body", "MAE"), ("Body", "SSIM"), ("Body", "PSNR"), ("Body", "gamma_pass_rate"), ("All", "dose_score"),
+    ("All", "volume_score"),
 ]
+# On OpenKBP data the benchmark's official scores lead the table.
+OPENKBP_COLUMNS: list[tuple[str, str]] = [("All", "openkbp_dose_score"), ("All", "openkbp_dvh_score")]
 _HEADERS = {
     "MAE": "MAE (Gy)", "SSIM": "SSIM", "PSNR": "PSNR (dB)", "gamma_pass_rate": "Gamma pass rate (%)",
     "dose_score": "Dose score (Gy)", "volume_score": "Volume score (%)",
@@ -93,7 +99,7 @@ def metric_label(metric: str, unit: str | float | None, roi: str | None = None) 
         return _HEADERS[metric]
     unit_text = f" ({unit})" if isinstance(unit, str) and unit else ""
     if roi not in ("Body", "All"):
-        return f"Δ{metric}{unit_text}"  # DVH metrics are summarised as |pred - ref|
+        return f"|Δ{metric}|{unit_text}"  # DVH metrics are summarised as |pred - ref|
     return f"{metric}{unit_text}"
 
 
@@ -151,28 +157,63 @@ def comparison_table(per_case: pd.DataFrame, experiments: Sequence[str],
                      columns: Sequence[tuple[str, str]] | None = None,
                      labels: Mapping[str, str] | None = None, decimals: int = 3) -> pd.DataFrame:
     """Rows = experiments (in the given order, shown by labels[experiment] if given), columns
-    = (roi, metric) pairs (default: MAE, SSIM, PSNR, dose score, volume score), cells 'mean ± std'.
+    = (roi, metric) pairs (default: the OpenKBP dose and DVH scores where the data have them,
+    then MAE, SSIM, PSNR, gamma pass rate, dose score, volume score), cells 'mean ± std'.
 
     The paper's Table 1 (ablation) and Table 2 (distance representations). A (roi, metric)
-    that an experiment lacks entirely shows 'n/a'.
+    that an experiment lacks entirely shows 'n/a'. The OpenKBP DVH score is the official one,
+    pooled over all (case, ROI, metric) cells; its ± is the std of the per-case DVH scores.
     """
     stats = summary(per_case, decimals)
     _check_experiments(stats, experiments)
-    columns = list(columns or DEFAULT_COLUMNS)
+    if columns is None:
+        has_kbp = (stats["metric"] == "openkbp_dose_score").any()
+        columns = (OPENKBP_COLUMNS if has_kbp else []) + DEFAULT_COLUMNS
+    columns = list(columns)
     labels = dict(labels or {})
-    index = pd.Index([labels.get(e, e) for e in experiments], name="Experiment")
+    index = pd.Index([labels.get(e, e) for e in experiments], name="Model")
     headers = []
     for roi, metric in columns:
         unit = _first_unit(stats.loc[(stats["roi"] == roi) & (stats["metric"] == metric), "unit"])
         header = metric_label(metric, unit, roi)
         headers.append(header if roi in ("Body", "All") else f"{roi} {header}")
     table = pd.DataFrame("n/a", index=index, columns=headers)
-    keyed = stats.set_index(["experiment", "roi", "metric"])["text"]
+    keyed = stats.set_index(["experiment", "roi", "metric"])
     for exp, label in zip(experiments, index):
         for (roi, metric), header in zip(columns, headers):
-            if (exp, roi, metric) in keyed.index:
-                table.loc[label, header] = keyed[(exp, roi, metric)]
+            if (exp, roi, metric) not in keyed.index:
+                continue
+            cell = keyed.loc[(exp, roi, metric)]
+            if metric == "openkbp_dvh_score":
+                pooled = openkbp_pooled_dvh_score(per_case[per_case["experiment"] == exp])
+                cell = cell.copy()
+                cell["text"] = format_mean_std(pooled, cell["std"], cell["n"], cell["n_cases"], decimals)
+            table.loc[label, header] = cell["text"]
     table.attrs["best_along"] = "columns"
+    return table
+
+
+def openkbp_pooled_dvh_score(per_case: pd.DataFrame) -> float:
+    """The official OpenKBP DVH score of one experiment's long table: every (case, ROI,
+    metric) |Δ| cell pooled (dosediff.metrics.evaluate.openkbp_scores_from_rows)."""
+    cells = per_case[per_case["metric"].astype(str).str.startswith("openkbp_") & (per_case["roi"] != "All")]
+    rows = [{f"openkbp/{r.roi}/{r.metric}/absdiff": float(r.value) for r in g.itertuples()}
+            for _, g in cells.groupby("case")]
+    return openkbp_scores_from_rows(rows)["dvh_score"]
+
+
+def summary_table(stats: pd.DataFrame, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """summary() for reading: rows (model, ROI, metric with unit), columns cases used, mean ± std
+    and the reasons for missing values."""
+    labels = dict(labels or {})
+    index = pd.MultiIndex.from_arrays(
+        [[labels.get(e, e) for e in stats["experiment"]], list(stats["roi"]),
+         [metric_label(m, u, r) for m, u, r in zip(stats["metric"], stats["unit"], stats["roi"])]],
+        names=["Model", "ROI", "Metric"])
+    table = pd.DataFrame({"Cases": [f"{n}/{t}" for n, t in zip(stats["n"], stats["n_cases"])],
+                          "Mean ± std": list(stats["text"]), "Missing values": list(stats["missing"])},
+                         index=index)
+    table.attrs["best_along"] = "none"
     return table
 
 
@@ -225,15 +266,17 @@ def seed_spread(seeds: pd.DataFrame) -> pd.DataFrame:
 
 def seed_spread_table(spread: pd.DataFrame, labels: Mapping[str, str] | None = None,
                       decimals: int = 4) -> pd.DataFrame:
-    """Table 4 laid out like the paper: rows experiments, columns metrics, cells '±std (range r)'."""
+    """Table 4 laid out like the paper: rows experiments, columns metrics, cells
+    'mean ± std (range r, k seeds)' of the per-seed means over cases."""
     labels = dict(labels or {})
     exps = list(dict.fromkeys(spread["experiment"]))
     metrics = list(dict.fromkeys(spread["metric"]))
-    table = pd.DataFrame("n/a", index=pd.Index([labels.get(e, e) for e in exps], name="Experiment"),
+    table = pd.DataFrame("n/a", index=pd.Index([labels.get(e, e) for e in exps], name="Model"),
                          columns=[metric_label(m, None, "All") for m in metrics])
     for _, r in spread.iterrows():
         table.loc[labels.get(r["experiment"], r["experiment"]), metric_label(r["metric"], None, "All")] = (
-            f"±{r['std']:.{decimals}f} (range {r['range']:.{decimals}f})")
+            f"{r['mean']:.{decimals}f} ± {r['std']:.{decimals}f} (range {r['range']:.{decimals}f}, "
+            f"{int(r['n_seeds'])} seeds)")
     table.attrs["best_along"] = "none"  # a spread is not a ranking: nothing to bold
     return table
 
@@ -291,11 +334,19 @@ def to_markdown(df: pd.DataFrame, along: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, stem: str | Path, along: str | None = None) -> tuple[Path, Path]:
-    """Write `stem`.csv and `stem`.md (best per column — or per row for per_roi_table — in bold)."""
+def write_table(df: pd.DataFrame, stem: str | Path, along: str | None = None, caption: str = "",
+                notes: str = "") -> tuple[Path, Path]:
+    """Write `stem`.csv, `stem`.md (best per column — or per row for per_roi_table — in bold)
+    and `stem`.html (the same, styled, with the caption above and notes below), each atomically."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
-    df.to_csv(csv_path)
-    md_path.write_text(to_markdown(df, along), encoding="utf-8")
+    along = along or df.attrs.get("best_along", "columns")
+    with atomic_file(csv_path) as tmp:
+        df.to_csv(tmp)
+    with atomic_file(md_path) as tmp:
+        text = (f"{caption}\n\n" if caption else "") + to_markdown(df, along) + (f"\n{notes}\n" if notes else "")
+        Path(tmp).write_text(text, encoding="utf-8")
+    with atomic_file(stem.with_name(stem.name + ".html")) as tmp:
+        Path(tmp).write_text(to_html(df, best_mask(df, along), caption or stem.name, notes), encoding="utf-8")
     return csv_path, md_path

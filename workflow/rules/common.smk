@@ -185,3 +185,39 @@ def train_launcher(wildcards, resources):
 
 def threads_per_process(wildcards, threads, resources):
     return max(1, threads // max(1, int(resources.get("gpu", 0) or 0)))
+
+
+# Report entries: names, order, categories and labels (rules/evaluate.smk).
+def model_label(experiment):
+    return (REPORT.get("labels") or {}).get(experiment, experiment)
+
+
+def report_tables():
+    """Table file names in the report's reading order: the comparison tables first."""
+    names = list(REPORT.get("tables") or {}) + ["per_roi", "summary", "steps", "seeds"]
+    return {name: i + 1 for i, name in enumerate(names)}
+
+
+def report_category(wildcards):
+    return "Tables" if "table" in wildcards.keys() else "Figures"
+
+
+def report_subcategory(wildcards):
+    if "table" in wildcards.keys():
+        return "Results"
+    return "Cases" if "case" in wildcards.keys() else "Sampling studies"
+
+
+def report_labels(wildcards):
+    """Table order and name; figure kind, case and model: what the report lists entries by."""
+    keys = wildcards.keys()
+    if "table" in keys:
+        order = report_tables().get(wildcards.table, 99)
+        return {"table": f"{order:02d} {wildcards.table}"}
+    if "case" in keys:
+        return {"case": wildcards.case, "figure": "DVH", "model": "all models"}
+    return {
+        "figure": {"steps": "DDIM steps", "seeds": "sampling seeds"}.get(
+            wildcards.figure, wildcards.figure
+        )
+    }

@@ -16,14 +16,20 @@ rule evaluate:
             caption="../report/per_case.rst",
             category="Metrics",
             subcategory="{experiment}",
+            labels=lambda wildcards: {"model": model_label(wildcards.experiment)},
         ),
         summary=f"{RESULTS}/metrics/{{experiment}}/summary.md",
         figures=report(
             directory(f"{RESULTS}/metrics/{{experiment}}/figures"),
-            patterns=["{name}.png"],
+            patterns=["{case}_dose.png"],
             caption="../report/case_figures.rst",
             category="Figures",
-            subcategory="{experiment}",
+            subcategory="Cases",
+            labels=lambda wildcards: {
+                "case": wildcards.case,
+                "figure": "dose slices",
+                "model": model_label(wildcards.experiment),
+            },
         ),
     log:
         f"{RESULTS}/logs/evaluate/{{experiment}}.log",
@@ -36,10 +42,11 @@ rule evaluate:
         settings=settings("dataset", "preprocess", "evaluate"),
         cases=lambda wildcards: split_cases(EVAL_SPLIT),
         out=lambda wildcards: f"{RESULTS}/metrics/{wildcards.experiment}",
+        label=lambda wildcards: model_label(wildcards.experiment),
         nifti_dir=f"{RESULTS}/nifti",
         predictions=lambda wildcards: f"{RESULTS}/predictions/{wildcards.experiment}",
     shell:
-        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment:q} --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --predictions {params.predictions:q} --out {params.out:q} 2> {log:q}"
+        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment:q} --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --predictions {params.predictions:q} --out {params.out:q} --label {params.label:q} 2> {log:q}"
 
 
 rule study:
@@ -77,12 +84,22 @@ rule report:
         ),
         steps=[f"{RESULTS}/metrics/steps_study.csv"] if study("steps_study") else [],
         seeds=[f"{RESULTS}/metrics/seed_study.csv"] if study("seed_study") else [],
+        predictions=lambda wildcards: expand(
+            f"{RESULTS}/predictions/{{experiment}}/{{case}}.nii.gz",
+            experiment=EXPERIMENTS + [MEAN_DOSE],
+            case=split_cases(EVAL_SPLIT),
+        ),
+        references=lambda wildcards: expand(
+            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
+        ),
     output:
         report(
             directory(f"{RESULTS}/report"),
-            patterns=["{name}.md", "{name}.png"],
+            patterns=["{table,[^/]+}.html", "{figure,[^/]+}.png", "dvh/{case}.png"],
             caption="../report/tables.rst",
-            category="Tables",
+            category=report_category,
+            subcategory=report_subcategory,
+            labels=report_labels,
         ),
     log:
         f"{RESULTS}/logs/report.log",
@@ -90,8 +107,11 @@ rule report:
         ENV
     threads: 1
     params:
-        settings=settings("report"),
+        settings=settings("report", "evaluate"),
+        cases=lambda wildcards: split_cases(EVAL_SPLIT),
+        nifti_dir=f"{RESULTS}/nifti",
+        predictions=f"{RESULTS}/predictions",
         steps=lambda wildcards, input: ["--steps", *input.steps] if input.steps else [],
         seeds=lambda wildcards, input: ["--seeds", *input.seeds] if input.seeds else [],
     shell:
-        "dosediff report --settings {params.settings:q} --metrics {input.metrics:q} {params.steps:q} {params.seeds:q} --out {output:q} 2> {log:q}"
+        "dosediff report --settings {params.settings:q} --metrics {input.metrics:q} {params.steps:q} {params.seeds:q} --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --predictions-dir {params.predictions:q} --out {output:q} 2> {log:q}"

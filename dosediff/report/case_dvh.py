@@ -1,0 +1,82 @@
+"""One DVH figure per case with every model overlaid: the reference solid, each model its own
+line style, one colour per ROI, a prescription marker and a small margin below 0 Gy so curves
+that start at 0 Gy are not hidden behind the axis (paper Figs. 6 and 9, all models at once)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from dosediff.errors import input_error, warn
+from dosediff.report.figures import STYLE, _check_grid, _check_spacing, _new_figure, _roi_colours, _save, dvh_curve
+
+MODEL_STYLES = ["--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]
+
+
+def dvh_overlay_figure(reference: np.ndarray, predictions: Mapping[str, np.ndarray],
+                       masks: Mapping[str, np.ndarray], spacing_mm: Sequence[float], path: str | Path,
+                       prescription_gy: float | None = None, title: str | None = None,
+                       bin_width_gy: float = 0.01, case: str | None = None) -> Figure:
+    """Cumulative DVHs of every ROI for the reference (solid) and each model (predictions:
+    model label -> dose on the reference grid), lines labelled "<ROI> <model>"."""
+    if len(predictions) > len(MODEL_STYLES):
+        raise input_error("DVH overlay", f"{len(predictions)} models", f"at most {len(MODEL_STYLES)} models",
+                          "list fewer models in the report's first table", case=case)
+    _check_grid("DVH overlay", case, reference=reference, **{f"prediction {k}": v for k, v in predictions.items()})
+    spacing = _check_spacing(spacing_mm, "DVH overlay")
+    rois = [r for r, m in masks.items() if m is not None and np.any(m)]
+    for r in set(masks) - set(rois):
+        warn("DVH overlay", f"ROI {r} has an empty mask", "it is left out of the plot", case=case)
+    doses = [("reference", reference, "-")] + [(k, v, s) for (k, v), s in zip(predictions.items(), MODEL_STYLES)]
+    colours = _roi_colours(len(rois))
+    with matplotlib.rc_context(STYLE):
+        fig = _new_figure(8.5, 5.0)
+        ax = fig.add_subplot()
+        x_max = 0.0
+        for roi, colour in zip(rois, colours):
+            for name, dose, style in doses:
+                x, y = dvh_curve(dose, masks[roi], spacing, bin_width_gy, roi)
+                ax.plot(x, y, ls=style, color=colour, lw=1.8 if name == "reference" else 1.3, label=f"{roi} {name}")
+                x_max = max(x_max, float(x[-1]))
+        if prescription_gy:
+            ax.axvline(prescription_gy, color="0.3", lw=0.9, ls=(0, (2, 2)))
+            ax.text(prescription_gy, 101, f" Rx {prescription_gy:g} Gy", color="0.3", fontsize=8, va="bottom")
+            x_max = max(x_max, prescription_gy)
+        x_max = x_max if x_max > 0 else 1.0
+        ax.set_xlim(-0.02 * x_max, x_max * 1.03)
+        ax.set_ylim(-1, 106)
+        ax.set_xlabel("Dose (Gy)")
+        ax.set_ylabel("Volume (%)")
+        ax.grid(True, alpha=0.3)
+        handles = [Line2D([], [], color=c, lw=2.5, label=r) for r, c in zip(rois, colours)]
+        handles += [Line2D([], [], color="0.2", ls=s, lw=1.5, label=n) for n, _, s in doses]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        if title:
+            ax.set_title(title)
+    _save(fig, path)
+    return fig
+
+
+def case_dvh_figures(cases: Sequence[str], nifti_dir: Path, predictions: Mapping[str, Path], out_dir: Path,
+                     prescription_gy: float | None = None, bin_width_gy: float = 0.01) -> list[Path]:
+    """out_dir/<case>.png for each case: predictions maps model label -> folder of <case>.nii.gz."""
+    from dosediff.io.nifti import read_case, read_image
+
+    written = []
+    for case in cases:
+        ref = read_case(Path(nifti_dir) / case)
+        if ref.dose is None:
+            raise input_error(Path(nifti_dir) / case, "no planned dose", "a reference dose to plot against",
+                              "report only cases ingested with their RTDOSE", case=case)
+        doses = {label: read_image(Path(folder) / f"{case}.nii.gz")[0] for label, folder in predictions.items()}
+        path = Path(out_dir) / f"{case}.png"
+        dvh_overlay_figure(ref.dose, doses, ref.masks, ref.geometry.spacing, path,
+                           prescription_gy=ref.prescription_gy or prescription_gy, title=f"{case}: DVH, all models",
+                           bin_width_gy=bin_width_gy, case=case)
+        written.append(path)
+    return written
