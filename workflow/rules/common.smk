@@ -179,8 +179,8 @@ def train_launcher(wildcards, resources):
     """One process for 0 or 1 GPU; DDP with torchrun on one process per GPU beyond that."""
     gpus = int(resources.get("gpu", 0) or 0)
     if gpus <= 1:
-        return "dosediff"
-    return f"torchrun --standalone --nproc-per-node {gpus} -m dosediff"
+        return ["dosediff"]
+    return ["torchrun", "--standalone", "--nproc-per-node", str(gpus), "-m", "dosediff"]
 
 
 def threads_per_process(wildcards, threads, resources):

@@ -25,7 +25,7 @@ rule train:
         out=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
         h5_dir=f"{RESULTS}/h5",
     shell:
-        "{params.launch} train --settings {params.settings:q} --experiment {wildcards.experiment:q} --h5-dir {params.h5_dir:q} --splits {input.splits:q} --out {params.out:q} --threads {params.threads} 2> {log:q}"
+        "{params.launch:q} train --settings {params.settings:q} --experiment {wildcards.experiment:q} --h5-dir {params.h5_dir:q} --splits {input.splits:q} --out {params.out:q} --threads {params.threads:q} 2> {log:q}"
 
 
 rule predict:
