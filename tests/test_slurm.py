@@ -121,17 +121,16 @@ def test_tiny_workflow_through_slurm_cpu_profile(tmp_path):
         if rule == "train":
             assert int(job["AllocCPUS"]) == _rule_field("train", r"threads: (\d+)") == 8, job
 
-    # an injected bad case: its ingest fails, snakemake reports it, the other case finishes
-    bad = next((res / "dicom" / "phantom_002").glob("CT*.dcm"), None) or sorted((res / "dicom" / "phantom_002").iterdir())[0]
-    bad.write_bytes(b"not a DICOM file")
+    # an injected bad case: its preprocess fails, snakemake reports it, the other case finishes
+    (res / "nifti" / "phantom_002" / "ct.nii.gz").write_bytes(b"not a NIfTI file")
     since = subprocess.run(["date", "+%Y-%m-%dT%H:%M:%S"], capture_output=True, text=True).stdout.strip()
-    out = _snakemake(tmp_path, "slurm-cpu", f"results/{NAME}/nifti/phantom_002",
-                     f"results/{NAME}/nifti/phantom_003", "--keep-going", "--forcerun", "ingest", "--slurm-init-seconds-before-status-checks", "1",
+    out = _snakemake(tmp_path, "slurm-cpu", f"results/{NAME}/h5/phantom_002.h5",
+                     f"results/{NAME}/h5/phantom_003.h5", "--keep-going", "--forcerun", "preprocess", "--slurm-init-seconds-before-status-checks", "1",
                      "--seconds-between-status-checks", "2", check=False)
     print(out.stderr[-3000:])
     assert out.returncode != 0
-    assert "Error in rule ingest" in out.stderr and "phantom_002" in out.stderr
-    assert (res / "nifti" / "phantom_003" / "ct.nii.gz").is_file()
-    assert not (res / "nifti" / "phantom_002").exists()
-    states = {j["State"] for j in _sacct(since) if j["Comment"].startswith("rule_ingest")}
+    assert "Error in rule preprocess" in out.stderr and "phantom_002" in out.stderr
+    assert (res / "h5" / "phantom_003.h5").is_file()
+    assert not (res / "h5" / "phantom_002.h5").exists()
+    states = {j["State"] for j in _sacct(since) if j["Comment"].startswith("rule_preprocess")}
     assert states == {"COMPLETED", "FAILED"}, states
