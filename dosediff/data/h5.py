@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -134,6 +136,21 @@ def _open(path: Path) -> h5py.File:
     return f
 
 
+def _damaged(path: Path) -> Exception:
+    return input_error(path, "a damaged or cut-short HDF5 file (its data cannot be read)", "a preprocessed case "
+                       "(HDF5)", "delete it and run the preprocess step for this case again")
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[h5py.File]:
+    """The open file; a read error inside (a truncated file's header can open fine) names the file."""
+    try:
+        with _open(path) as f:
+            yield f
+    except (OSError, KeyError, RuntimeError):
+        raise _damaged(Path(path)) from None
+
+
 def _decode(ds: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
     scale = ds.attrs.get("scale")
     return raw.astype(np.float32) * np.float32(scale) if scale is not None else raw
@@ -141,7 +158,7 @@ def _decode(ds: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
 
 def read_case_h5(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Read every dataset (distance maps as float32 in their unit) and the attributes."""
-    with _open(path) as f:
+    with _reading(path) as f:
         arrays = {name: _decode(ds, ds[()]) for name, ds in f.items()}
         attrs = {key: _from_attr(value) for key, value in f.attrs.items()}
     return arrays, attrs
@@ -157,7 +174,7 @@ class H5Case:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._file: h5py.File | None = None
-        with _open(self.path) as f:
+        with _reading(self.path) as f:
             self.attrs = {key: _from_attr(value) for key, value in f.attrs.items()}
             self.names = list(f.keys())
             self.shape = tuple(int(v) for v in f["ct"].shape)  # (Z, H, W)
@@ -181,7 +198,10 @@ class H5Case:
         out = {}
         for name in self.names if names is None else names:
             ds = f[name]
-            raw = ds[z] if ds.ndim == 3 else ds[:, z]
+            try:
+                raw = ds[z] if ds.ndim == 3 else ds[:, z]
+            except OSError:  # a chunk of a damaged file
+                raise _damaged(self.path) from None
             scale = self._scale[name]
             out[name] = raw.astype(np.float32) * np.float32(scale) if scale is not None else raw
         return out

@@ -103,7 +103,7 @@ def orientation(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarray, np.n
     iop = floats(ds, "ImageOrientationPatient", 6, path, case_id)
     row, col = iop[:3], iop[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
-        raise input_error(path, f"ImageOrientationPatient = {list(iop)}", "two orthogonal unit vectors",
+        raise input_error(path, f"ImageOrientationPatient = {[float(v) for v in iop]}", "two orthogonal unit vectors",
                           "re-export the file; its orientation is damaged", case=case_id)
     row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
     normal = np.cross(row, col)
