@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from dosediff.atomic import atomic_file
-from dosediff.errors import input_error
+from dosediff.errors import InputError, input_error
 
 SCHEMA_VERSION = 1
 QUANTUM = {"psdm": 1e-3, "msdm": 1e-2, "tsbdm": 1e-4}  # stored step per representation
@@ -143,11 +143,15 @@ def _damaged(path: Path) -> Exception:
 
 @contextmanager
 def _reading(path: Path) -> Iterator[h5py.File]:
-    """The open file; a read error inside (a truncated file's header can open fine) names the file."""
+    """The open file; a read error inside names the file. A file damaged inside can open fine and
+    then fail as h5py meets it: OSError on a chunk, None for an unreadable object header
+    (AttributeError), KeyError or ValueError for broken links or attributes."""
     try:
         with _open(path) as f:
             yield f
-    except (OSError, KeyError, RuntimeError):
+    except InputError:
+        raise
+    except (OSError, KeyError, RuntimeError, AttributeError, TypeError, ValueError):
         raise _damaged(Path(path)) from None
 
 
