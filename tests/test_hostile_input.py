@@ -214,6 +214,19 @@ def test_bad_numeric_tags_name_tag_and_file(case, keyword, text):
     assert msg is None or keyword in msg or "element" in msg, msg
 
 
+def test_messages_show_plain_numbers_not_numpy_reprs(case):
+    """Defect 8: a value parsed into numpy reached the message as `np.float64(2.0)`."""
+    for p in case.rglob("CT.*.dcm"):
+        _edit(p, lambda ds: _raw(ds, "ImageOrientationPatient", "1\\0\\0\\0\\2\\0"))
+    msg = _error(case, "ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 2.0, 0.0]", "CT.")
+    assert "np." not in msg, msg
+    from dosediff.metrics.evaluate import evaluate_case
+    dose = np.zeros((4, 4, 4), np.float32)
+    with pytest.raises(InputError, match=r"value \[0.0, 1.0, 1.0\]") as err:
+        evaluate_case(dose, dose, {}, np.array([0.0, 1.0, 1.0]), None, 60.0)
+    assert "np." not in str(err.value)
+
+
 def test_huge_rows_columns_are_refused_before_allocation(case):
     for p in case.rglob("CT.*.dcm"):
         _edit(p, lambda ds: (setattr(ds, "Rows", 65535), setattr(ds, "Columns", 65535)))
