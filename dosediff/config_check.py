@@ -3,7 +3,8 @@
 Each section's own values are checked by its typed settings (config.py, experiment.py,
 metrics/evaluate.py); what no single section can see is checked here: an experiment's
 condition among the stored representations, preprocess.size through each network, the ROIs
-of evaluate.metrics among dataset.rois, exclude_cases written as folder names. The
+of evaluate.metrics among dataset.rois, exclude_cases written as folder names, and the
+phantom's geometry (which PhantomConfig leaves to the phantom's own check). The
 workflow (common.smk, at the dry run) and `dosediff check-config` both call `check_config`,
 so a bad config fails before training, not at train time.
 """
@@ -84,7 +85,11 @@ def check_config(config: Mapping) -> None:
         check_pseudonyms(raw.get("pseudonyms") or {})
         return
     dataset = section(config, DatasetConfig, "dataset")
-    section(config, PhantomConfig, "phantom")
+    phantom = section(config, PhantomConfig, "phantom")
+    if dataset.source == "phantom":
+        from dosediff.phantom.patient import check_config as check_phantom
+
+        check_phantom(phantom)  # shape and spacing that a thorax fits, at the dry run
     section(config, SplitConfig, "split")
     preprocess = section(config, PreprocessConfig, "preprocess")
     evaluation = section(config, EvaluationConfig, "evaluate")

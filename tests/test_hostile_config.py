@@ -84,6 +84,8 @@ def test_entries_that_would_be_ignored_are_errors():
         check_config(_config(**{"evaluate.metircs": {"PTV": ["D95"]}}))
     with pytest.raises(InputError, match="split.fractions"):  # this check was unreachable before
         check_config(_config(**{"split.fractions": [0.5, 0.1, 0.1]}))
+    with pytest.raises(InputError, match="phantom.shape"):  # was found only by the phantom job
+        check_config(_config(**{"phantom.shape": [4, 96, 96]}))
 
 
 def test_excluded_folder_name_is_an_error_without_the_name():
