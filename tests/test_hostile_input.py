@@ -99,6 +99,36 @@ def test_short_nifti_write_is_an_error(tmp_path, case, monkeypatch):
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
+def _file_size_limit(n_bytes: int):
+    """A full disk as the kernel gives it: writes past n_bytes fail (EFBIG) instead of SIGXFSZ."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+    return apply
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE as a full disk: Linux")
+def test_full_disk_gives_a_clean_error_and_no_file(case, tmp_path):
+    """Defect 5: on a full disk ingest wrote a 0-byte ct.nii.gz (exit 0) and preprocess crashed
+    in HDF5 (SIGSEGV, a temporary left); now both exit 2 naming the file, and nothing is left."""
+    settings = tmp_path / "s.yaml"
+    settings.write_text(yaml.safe_dump({"dataset": {**DATASET.__dict__, "name": "site", "source": "dicom"},
+                                        "preprocess": {"size": [16, 16]}}))
+    nifti_dir, h5 = tmp_path / "nifti" / "anon", tmp_path / "h5" / "anon.h5"
+    full = _cli("ingest", "--settings", str(settings), "--case", "anon", "--input", str(case), "--out",
+                str(nifti_dir), limit=_file_size_limit(3000))
+    assert full.returncode == 2 and "ct.nii.gz" in full.stderr and "Traceback" not in full.stderr, full.stderr
+    assert list(nifti_dir.parent.iterdir()) == []
+    ingest_case(case, "anon", DATASET, nifti_dir)
+    full = _cli("preprocess", "--settings", str(settings), "--input", str(nifti_dir), "--out", str(h5),
+                limit=_file_size_limit(20000))
+    assert full.returncode == 2 and "anon.h5: File too large" in full.stderr, full.stderr
+    assert "Traceback" not in full.stderr and list(h5.parent.iterdir()) == []
+
+
 def test_truncated_h5_is_an_error(tmp_path):
     path = tmp_path / "c.h5"
     path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
@@ -240,10 +270,10 @@ def test_preprocess_size_is_bounded():
         PreprocessConfig(size=[100000, 100000])
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, limit=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     return subprocess.run([sys.executable, "-m", "dosediff", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+                          timeout=120, preexec_fn=limit)
 
 
 def test_cli_gives_one_clean_message_and_no_identity(case, tmp_path):

@@ -14,6 +14,7 @@ finer where it matters and compresses to about the same size. Readers get float3
 from __future__ import annotations
 
 import errno
+import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,9 +82,17 @@ def write_case_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict, compre
     `arrays` uses the schema's names; distance maps (psdm/msdm/tsbdm) are float and get
     quantised here. `attrs` are stored as file attributes next to schema_version.
     """
+    # Built in memory, then written with plain file I/O: HDF5 writing straight to a full disk
+    # failed, then crashed the process (SIGSEGV) while closing the file; a plain write raises
+    # a clean OSError (ENOSPC) that the CLI reports.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        _write_all(f, arrays, attrs, compression_level)
     with atomic_file(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _write_all(f, arrays, attrs, compression_level)
+        try:
+            tmp.write_bytes(buffer.getbuffer())
+        except OSError as exc:  # name the output, not the hidden temporary
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         verify_h5(tmp, {name: np.shape(arr) for name, arr in arrays.items()})
 
 
