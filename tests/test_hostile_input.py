@@ -265,6 +265,31 @@ def test_huge_rows_columns_are_refused_before_allocation(case):
     _error(case)
 
 
+def test_damaged_informational_prescription_only_warns(case, caplog):
+    """Defect 7: a non-numeric RTPLAN TargetPrescriptionDose (informational) stopped the case."""
+    def damage(ds):
+        tag = pydicom.tag.Tag(0x300A0026)
+        ds.DoseReferenceSequence[0]._dict[tag] = RawDataElement(tag, "DS", 4, b"abc ", 0, False, True)
+    _edit(case / "RP.dcm", damage)
+    with caplog.at_level(logging.WARNING, logger="dosediff"):
+        read_dicom_case(case, "anon", DATASET)
+    assert any("TargetPrescriptionDose = 'abc'" in r.getMessage() for r in caplog.records)
+
+
+def test_deeply_nested_folders_are_an_error(case, tmp_path):
+    """Defect 7: 1,100 nested folders raised RecursionError from the folder walk."""
+    deep = [str(case) + "/d" * i for i in range(1, 1101)]  # plain strings: pathlib recurses on them too
+    for d in deep:
+        os.mkdir(d)
+    try:
+        with pytest.raises(InputError, match="nested too deep"):
+            ingest_case(case, "anon", DATASET, tmp_path / "out" / "anon")
+    finally:
+        for d in reversed(deep):  # shutil.rmtree would recurse as deep
+            os.rmdir(d)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_preprocess_size_is_bounded():
     with pytest.raises(InputError, match="preprocess.size"):
         PreprocessConfig(size=[100000, 100000])
