@@ -82,6 +82,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(_settings(args), args.experiment, Path(args.h5_dir), Path(args.splits), Path(args.out), args.threads)
 
 
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from dosediff.config_check import check_config
+
+    check_config(_settings(args))
+    log.info("config: every section and where they meet checked; no errors")
+
+
 def cmd_model_info(args: argparse.Namespace) -> None:
     import json
 
@@ -202,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model folder (checkpoint.pt, model.safetensors, config.json, log)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("check-config", help="check a whole config (what the workflow checks at its start)")
+    p.add_argument("--settings", required=True, help="the YAML config file")
+    p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("model-info", help="print an experiment's network size (parameter count)")
     p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses sections: dataset, experiments)")

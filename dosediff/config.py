@@ -122,6 +122,10 @@ class SplitConfig:
         if self.evaluate_on not in ("auto", "train", "validation", "test"):
             raise input_error("setting split.evaluate_on", f"value {self.evaluate_on!r}",
                               "auto, train, validation or test", "set split.evaluate_on, e.g. auto")
+        if len(self.fractions) != 3 or abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
+            raise input_error("setting split.fractions", f"value {self.fractions}",
+                              "three non-negative fractions (train, validation, test) summing to 1",
+                              "set split.fractions, e.g. [0.7, 0.1, 0.2]")
 
     def evaluation_split(self, splits: dict[str, list[str]]) -> str:
         """The split to predict and evaluate, given the case lists of each split."""
@@ -133,10 +137,6 @@ class SplitConfig:
                               "which has no patients", "a split with at least one patient",
                               "add patients to that split, or set split.evaluate_on to another split")
         return name
-        if len(self.fractions) != 3 or abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
-            raise input_error("setting split.fractions", f"value {self.fractions}",
-                              "three non-negative fractions (train, validation, test) summing to 1",
-                              "set split.fractions, e.g. [0.7, 0.1, 0.2]")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

@@ -21,6 +21,7 @@ from dosediff.config import DatasetConfig, from_dict, section
 from dosediff.diffusion.parametrization import PREDICTIONS
 from dosediff.errors import input_error
 from dosediff.models.config import ModelConfig
+from dosediff.names import check_name
 
 MODELS = ("mmfnet", "unet")
 CONDITIONS = ("none", "mask", "tsbdm", "msdm", "psdm")
@@ -234,6 +235,7 @@ class ExperimentConfig:
     @classmethod
     def from_mapping(cls, data: dict, name: str, rois: list[str]) -> ExperimentConfig:
         """Build from one experiment's mapping; `rois` gives the condition's channel count."""
+        check_name(name, "experiments (experiment name)")  # it becomes a folder and a shell word
         where = f"experiments.{name}"
         if not isinstance(data, dict):
             _bad(where, data, "a mapping", "write the experiment as a YAML mapping")

@@ -6,8 +6,8 @@ files; damaged contours; a moved dose grid), of six real IBSI CT slices with the
 (30, skipped without the sample data) or of a small OpenKBP patient (60, malformed CSVs),
 and ingest must then either succeed with output its own reader accepts, or raise an
 InputError naming the case's file; never another exception, never a hang, never a partial
-output, never a sentinel patient field in a message. Mutations of the "silent wrong data"
-families must produce an error or a warning naming the value.
+output, never a sentinel patient field or a numpy repr in a message. Mutations of the
+"silent wrong data" families must produce an error or a warning naming the value.
 """
 
 from __future__ import annotations
@@ -216,6 +216,8 @@ def _check_outcome(folder: Path, out: Path, run, fragment: str | None, what: str
     texts = records.messages + ([error] if error else [])
     if any(s in t for s in SENTINELS for t in texts):
         return f"{what}: a patient field reached a message"
+    if any("np." in t for t in texts):  # numbers in messages print plain, not as np.float64(...)
+        return f"{what}: a numpy repr in a message: {[t for t in texts if 'np.' in t][0][:200]}"
     leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(".")] if out.parent.exists() else []
     if leftovers:
         return f"{what}: temporaries left: {leftovers}"

@@ -14,14 +14,17 @@ finer where it matters and compresses to about the same size. Readers get float3
 from __future__ import annotations
 
 import errno
+import io
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from dosediff.atomic import atomic_file
-from dosediff.errors import input_error
+from dosediff.errors import InputError, input_error
 
 SCHEMA_VERSION = 1
 QUANTUM = {"psdm": 1e-3, "msdm": 1e-2, "tsbdm": 1e-4}  # stored step per representation
@@ -79,9 +82,17 @@ def write_case_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict, compre
     `arrays` uses the schema's names; distance maps (psdm/msdm/tsbdm) are float and get
     quantised here. `attrs` are stored as file attributes next to schema_version.
     """
+    # Built in memory, then written with plain file I/O: HDF5 writing straight to a full disk
+    # failed, then crashed the process (SIGSEGV) while closing the file; a plain write raises
+    # a clean OSError (ENOSPC) that the CLI reports.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        _write_all(f, arrays, attrs, compression_level)
     with atomic_file(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            _write_all(f, arrays, attrs, compression_level)
+        try:
+            tmp.write_bytes(buffer.getbuffer())
+        except OSError as exc:  # name the output, not the hidden temporary
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         verify_h5(tmp, {name: np.shape(arr) for name, arr in arrays.items()})
 
 
@@ -134,6 +145,25 @@ def _open(path: Path) -> h5py.File:
     return f
 
 
+def _damaged(path: Path) -> Exception:
+    return input_error(path, "a damaged or cut-short HDF5 file (its data cannot be read)", "a preprocessed case "
+                       "(HDF5)", "delete it and run the preprocess step for this case again")
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[h5py.File]:
+    """The open file; a read error inside names the file. A file damaged inside can open fine and
+    then fail as h5py meets it: OSError on a chunk, None for an unreadable object header
+    (AttributeError), KeyError or ValueError for broken links or attributes."""
+    try:
+        with _open(path) as f:
+            yield f
+    except InputError:
+        raise
+    except (OSError, KeyError, RuntimeError, AttributeError, TypeError, ValueError):
+        raise _damaged(Path(path)) from None
+
+
 def _decode(ds: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
     scale = ds.attrs.get("scale")
     return raw.astype(np.float32) * np.float32(scale) if scale is not None else raw
@@ -141,7 +171,7 @@ def _decode(ds: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
 
 def read_case_h5(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Read every dataset (distance maps as float32 in their unit) and the attributes."""
-    with _open(path) as f:
+    with _reading(path) as f:
         arrays = {name: _decode(ds, ds[()]) for name, ds in f.items()}
         attrs = {key: _from_attr(value) for key, value in f.attrs.items()}
     return arrays, attrs
@@ -157,7 +187,7 @@ class H5Case:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._file: h5py.File | None = None
-        with _open(self.path) as f:
+        with _reading(self.path) as f:
             self.attrs = {key: _from_attr(value) for key, value in f.attrs.items()}
             self.names = list(f.keys())
             self.shape = tuple(int(v) for v in f["ct"].shape)  # (Z, H, W)
@@ -181,7 +211,10 @@ class H5Case:
         out = {}
         for name in self.names if names is None else names:
             ds = f[name]
-            raw = ds[z] if ds.ndim == 3 else ds[:, z]
+            try:
+                raw = ds[z] if ds.ndim == 3 else ds[:, z]
+            except OSError:  # a chunk of a damaged file
+                raise _damaged(self.path) from None
             scale = self._scale[name]
             out[name] = raw.astype(np.float32) * np.float32(scale) if scale is not None else raw
         return out

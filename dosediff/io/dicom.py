@@ -151,14 +151,20 @@ def scan_folder(folder: Path, case_id: str) -> dict[str, list[Item]]:
                           "training)", "export the patient's DICOM-RT files into the folder, or remove it "
                           "(or list the case in dataset.exclude_cases)", case=case_id)
     groups: dict[str, list[Item]] = {}
-    other = []
+    other, damaged = [], None
     for path in files:
-        ds = read_dataset(path, case_id)
+        try:
+            ds = read_dataset(path, case_id)
+        except InputError as err:  # read the others first: their headers say which IDs to hide
+            damaged = damaged or err
+            continue
         modality = str(ds.get("Modality", "") or "").strip().upper()
         if modality in MODALITIES:
             groups.setdefault(modality, []).append((path, ds))
         else:
             other.append(f"{path.relative_to(folder)} ({modality or 'no Modality'})")
+    if damaged is not None:
+        raise damaged
     if other:
         warn(folder, f"{len(other)} files of other modalities: {other[:5]}{' ...' if len(other) > 5 else ''}",
              "ignored", case=case_id)

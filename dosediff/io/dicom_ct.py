@@ -20,6 +20,7 @@ from pydicom.errors import InvalidDicomError
 
 from dosediff.errors import input_error, warn
 from dosediff.io.dicom_tags import check_volume_size, floats, integer, number, pixels, spacing_yx
+from dosediff.io.privacy import hide_patient_fields
 from dosediff.volume import Geometry
 
 __all__ = ["floats", "pixels", "read_dataset", "read_ct_series", "ct_from_datasets", "orientation"]
@@ -50,6 +51,7 @@ def read_dataset(path: Path, case_id: str) -> Dataset:
         # Only the exception type: pydicom's message may quote header values.
         raise input_error(path, f"unreadable DICOM file ({type(exc).__name__} while parsing; it ends early "
                           "or is damaged)", "a complete DICOM file", fix, case=case_id) from None
+    hide_patient_fields(ds)  # file names of many exports carry the ID: kept out of messages
     short = _short_element(ds)
     if short is not None:
         tag, got, want = short
@@ -103,7 +105,7 @@ def orientation(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarray, np.n
     iop = floats(ds, "ImageOrientationPatient", 6, path, case_id)
     row, col = iop[:3], iop[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(row @ col) > 1e-3:
-        raise input_error(path, f"ImageOrientationPatient = {list(iop)}", "two orthogonal unit vectors",
+        raise input_error(path, f"ImageOrientationPatient = {[float(v) for v in iop]}", "two orthogonal unit vectors",
                           "re-export the file; its orientation is damaged", case=case_id)
     row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
     normal = np.cross(row, col)

@@ -96,7 +96,7 @@ def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[s
     _check_dose(predicted, "predicted dose", case)
     check_same_grid(reference, predicted, "predicted dose", case)
     if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
-        raise input_error("spacing", f"value {tuple(spacing_mm)}", "three positive voxel sizes in mm (z, y, x)",
+        raise input_error("spacing", f"value {[float(v) for v in spacing_mm]}", "three positive voxel sizes in mm (z, y, x)",
                           "pass the case geometry's spacing", case=case)
     targets = dict(targets or {})
     levels = {roi: (lvl if lvl and lvl > 0 else prescription_gy) for roi, lvl in targets.items()}

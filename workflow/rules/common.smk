@@ -5,9 +5,12 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from dosediff.config_check import check_config
 from dosediff.names import SAFE_WILDCARD, check_names, check_pseudonyms, is_safe_name
 
 validate(config, "../schemas/config.schema.yaml")
+# Where sections meet (condition vs representations, size vs network, metric ROIs): at the dry run.
+check_config(config)
 
 DATASET = config["dataset"]["name"]
 SOURCE = config["dataset"]["source"]
