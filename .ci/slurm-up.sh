@@ -55,6 +55,8 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
 AccountingStoreFlags=job_comment
+# sacct shows the GPU a job got (AllocTRES gres/gpu=N) only for TRES it tracks
+AccountingStorageTRES=gres/gpu
 GresTypes=gpu
 NodeName=$host CPUs=8 RealMemory=64000 Gres=gpu:1 State=UNKNOWN
 PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP

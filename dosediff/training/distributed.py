@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from dosediff.errors import input_error
+from dosediff.errors import input_error, log
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,11 @@ def setup_processes() -> Processes:
         device = torch.device("cpu")
     owns = False
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, rank=rank, world_size=world)
         owns = True
+        # one line per process (after the group formed): the log shows how many took part
+        log.info(f"process {rank} of {world} joined the {backend} group on {device}")
     return Processes(rank, world, local, device, owns)
 
 
