@@ -12,7 +12,7 @@ from dosediff.errors import input_error
 from dosediff.report.case_dvh import case_dvh_figures
 from dosediff.report.figures import seed_figure, steps_figure
 from dosediff.report.markup import write_table
-from dosediff.report.tables import (comparison_table, metric_label, per_roi_table, read_per_case,
+from dosediff.report.tables import (comparison_table, format_mean_std, metric_label, per_roi_table, read_per_case,
                                     seed_spread, seed_spread_table, summary, summary_table)
 
 log = logging.getLogger("dosediff")
@@ -110,7 +110,8 @@ def steps_table(steps: pd.DataFrame) -> pd.DataFrame:
     steps = steps.copy()
     steps["value"] = pd.to_numeric(steps["value"], errors="coerce")
     g = steps.groupby(["experiment", "steps", "metric"], sort=False)["value"]
-    cells = (g.mean().map(lambda m: f"{m:.{DECIMALS}f}") + " ± " + g.std(ddof=1).map(lambda v: f"{v:.{DECIMALS}f}"))
+    stats = pd.concat({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}, axis=1)
+    cells = stats.apply(lambda r: format_mean_std(r["mean"], r["std"], int(r["n"]), int(r["n"]), DECIMALS), axis=1)
     table = cells.unstack("metric")
     table.columns = [metric_label(m, None, "All") for m in table.columns]
     times = steps.groupby(["experiment", "steps", "case"])["seconds"].first().groupby(level=[0, 1]).mean()

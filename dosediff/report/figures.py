@@ -107,8 +107,7 @@ def steps_figure(steps: pd.DataFrame, path: str | Path, metrics: Sequence[str] |
     # one time per (experiment, steps, case), however many metric rows repeat it
     times = (df.groupby(["experiment", "steps", "case"])["seconds"].first()
              .groupby(level=["experiment", "steps"]).mean())
-    ncol = min(3, len(metrics))
-    nrow = -(-len(metrics) // ncol)
+    ncol, nrow = min(3, len(metrics)), -(-len(metrics) // min(3, len(metrics)))
     with matplotlib.rc_context(STYLE):
         fig = new_figure(4.2 * ncol, 3.2 * nrow + (0.3 if title else 0))
         axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()

@@ -194,20 +194,18 @@ def dose_slices_figure(ct: np.ndarray, reference: np.ndarray, predicted: np.ndar
                        body=body, std=std, target=target)
     spacing = check_spacing(spacing_mm, "dose slice figure")
     z, y = _slice_indices(shape, reference, target, axial_index, coronal_index, case)
-    if dose_max is None:
-        dose_max = float(max(np.nanmax(reference), np.nanmax(predicted)))
+    dose_max = float(max(np.nanmax(reference), np.nanmax(predicted))) if dose_max is None else dose_max
     dose_max = dose_max if dose_max > 0 else 1.0
+    sx = shape[2] * spacing[2]
     views = _views(shape, spacing, z, y)
     inside = np.asarray(body).astype(bool)
     std_max = 0.0 if std is None else _std_max(std, inside, views) or 0.01 * dose_max
     panels = _Panels(ct, reference, predicted, inside, std, dose_max, diff_limit_gy(prescription_gy, dose_max),
                      std_max, low_dose_fraction, ct_window, isodose_levels(prescription_gy, isodose_percent))
     columns = ["Reference", "Prediction", DIFF_PANEL] + (["Uncertainty (std)"] if std is not None else [])
-    panel_w = 3.0
-    heights = [panel_w * shape[1] * spacing[1] / (shape[2] * spacing[2]),
-               panel_w * shape[0] * spacing[0] / (shape[2] * spacing[2])]
+    heights = [3.0 * shape[1] * spacing[1] / sx, 3.0 * shape[0] * spacing[0] / sx]  # 3-in panels, mm aspect
     with matplotlib.rc_context(STYLE):
-        fig = new_figure(panel_w * len(columns) + 1.0 * len(columns), sum(heights) + 1.3 + (0.3 if title else 0))
+        fig = new_figure(4.0 * len(columns), sum(heights) + 1.3 + (0.3 if title else 0))
         axes = fig.subplots(2, len(columns), gridspec_kw={"height_ratios": heights}, squeeze=False)
         for r, view in enumerate(views):
             for c, name in enumerate(columns):

@@ -71,11 +71,11 @@ def read_per_case(paths: Iterable[str | Path]) -> pd.DataFrame:
 # ---------------------------------------------------------------- formatting helpers
 
 def format_mean_std(mean: float, std: float, n: int, n_total: int, decimals: int = 3, sign: bool = False) -> str:
-    """'mean ± std' (mean with an explicit + when sign), with '(n=used/total)' when some cases
-    had no value; 'n/a' when none had."""
+    """'mean ± std' (mean with an explicit + when sign; the mean alone from a single case, whose
+    std is undefined), with '(n=used/total)' when some cases had no value; 'n/a' when none had."""
     if n == 0 or math.isnan(mean):
         return "n/a"
-    text = f"{mean:{'+' if sign else ''}.{decimals}f} ± {std:.{decimals}f}"
+    text = f"{mean:{'+' if sign else ''}.{decimals}f}" + (f" ± {std:.{decimals}f}" if n > 1 else "")
     if n < n_total:
         text += f" (n={n}/{n_total})"
     return text
@@ -155,8 +155,7 @@ def _mean_std_text(v: np.ndarray, n_total: int, decimals: int) -> tuple[float, f
     if v.size == 0:
         return math.nan, math.nan, ""
     mean, std = float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
-    text = f"{mean:+.{decimals}f} ± {std:.{decimals}f}" + (f" (n={v.size}/{n_total})" if v.size < n_total else "")
-    return mean, std, text
+    return mean, std, format_mean_std(mean, std, int(v.size), n_total, decimals, sign=True)
 
 
 def _check_experiments(stats: pd.DataFrame, experiments: Sequence[str]) -> None:
@@ -270,7 +269,7 @@ _UNIT_DECIMALS = {"Gy": 2, "%": 1, "dB": 1, "": 3}
 
 def per_case_table(per_case: pd.DataFrame) -> pd.DataFrame:
     """One experiment's long table for reading: rows the cases, columns each (ROI, metric) with
-    its unit — the image metrics and case scores as they are, DVH metrics as the signed
+    its unit — the image metrics and case scores first, as they are, DVH metrics as the signed
     Δ = predicted − reference (the absolute value is in per_case.csv) — rounded by unit.
     OpenKBP's per-ROI cells are left out (the OpenKBP DVH score column summarises them)."""
     _require(per_case, PER_CASE_COLUMNS, "per-case metric table")
@@ -279,6 +278,7 @@ def per_case_table(per_case: pd.DataFrame) -> pd.DataFrame:
     df["signed"] = _signed(df)
     df["unit"] = df["unit"].fillna("").astype(str)
     keys = list(dict.fromkeys(zip(df["roi"], df["metric"], df["unit"])))
+    keys.sort(key=lambda k: {"Body": 0, "All": 1}.get(k[0], 2))  # image metrics, case scores, then ROIs
     has_signed = set(zip(df.loc[df["signed"].notna(), "roi"], df.loc[df["signed"].notna(), "metric"]))
     headers = []
     for roi, metric, unit in keys:
