@@ -89,6 +89,7 @@ def test_comparison_and_per_case_tables_signed_columns():
     assert wide.loc["c1", "PTV ΔV95 (%)"] == "-50.0"
     assert wide.loc["c2", "Heart ΔDmean (Gy)"] == "+2.00"
     assert wide.loc["c1", "Mean ΔD (Gy)"] == "-0.75"
+    assert wide.loc["c1", "Dose score (Gy)"] == "2.75"  # absolute: no sign
     ssim = float(per_case.loc[per_case["metric"] == "SSIM", "value"].iloc[0])
     assert wide.loc["c1", "SSIM"] == f"{ssim:.3f}"  # SSIM at 0.001, Gy at 0.01, % at 0.1
 

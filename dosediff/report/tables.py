@@ -292,7 +292,8 @@ def per_case_table(per_case: pd.DataFrame) -> pd.DataFrame:
         if not math.isnan(v):
             d = _UNIT_DECIMALS.get(r.unit, 2)
             header = headers[keys.index((r.roi, r.metric, r.unit))]
-            table.loc[str(r.case), header] = f"{v:+.{d}f}" if signed else f"{v:.{d}f}"
+            sign = "+" if signed or r.metric in _BIAS_METRICS else ""
+            table.loc[str(r.case), header] = f"{v:{sign}.{d}f}"
     table.attrs["best_along"] = "none"
     return table
 
