@@ -80,7 +80,7 @@ def to_markdown(df: pd.DataFrame, along: str | None = None) -> str:
         for j, c in enumerate(df.columns):
             text = str(df.iat[i, j]).replace("|", "\\|")
             cells.append(f"**{text}**" if best.iat[i, j] else text)
-        lines.append("| " + " | ".join([str(k) for k in keys] + cells) + " |")
+        lines.append("| " + " | ".join([str(k).replace("|", "\\|") for k in keys] + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
