@@ -146,7 +146,7 @@ def test_markdown_ties_and_rows(tmp_path: Path):
     _, md = markup.write_table(t, tmp_path / "table3")
     text = md.read_text()
     ssim_line = next(line for line in text.splitlines() if "| SSIM |" in line)
-    heart_line = next(line for line in text.splitlines() if "ΔDmean|" in line)
+    heart_line = next(line for line in text.splitlines() if "| Heart | \\|ΔDmean\\| (Gy) |" in line)  # | escaped
     # per row: SSIM higher is better (B), Heart |ΔDmean| lower is better (A 0.3 vs B 0.3 -> tie)
     assert ssim_line.count("**") == 2 and ssim_line.rstrip(" |").endswith("**")
     assert heart_line.count("**") == 4
