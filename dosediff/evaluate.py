@@ -23,7 +23,8 @@ log = logging.getLogger("dosediff")
 COLUMNS = ["experiment", "case", "roi", "metric", "unit", "reference", "predicted", "value", "note"]
 IMAGE_KEYS = {"mae_gy": ("MAE", "Gy"), "ssim": ("SSIM", ""), "psnr_db": ("PSNR", "dB"),
               "gamma_pass_pct": ("gamma_pass_rate", "%")}
-SCORE_KEYS = {"dose_score_gy": ("dose_score", "Gy"), "volume_score_pct": ("volume_score", "%"),
+SCORE_KEYS = {"dose_score_gy": ("dose_score", "Gy"), "dose_bias_gy": ("dose_bias", "Gy"),
+              "volume_score_pct": ("volume_score", "%"), "volume_bias_pct": ("volume_bias", "%"),
               "openkbp_dose_error_gy": ("openkbp_dose_score", "Gy")}
 
 
@@ -64,15 +65,33 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(tmp, index=False)
 
 
+def _case_figures(case_id: str, ref, pred: np.ndarray, pred_path: Path, body: np.ndarray, fig_dir: Path,
+                  title: str, dataset: DatasetConfig, cfg: EvaluationConfig) -> None:
+    """figures/<case>_dvh.png and <case>_dose.png of one case (the std map where one was saved)."""
+    from dosediff.report.figures import dose_slices_figure, dvh_figure
+
+    std_path = pred_path.with_name(f"{case_id}_std.nii.gz")
+    std = read_image(std_path)[0] if std_path.is_file() else None
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    dvh_figure(ref.dose, pred, ref.masks, ref.geometry.spacing, fig_dir / f"{case_id}_dvh.png",
+               title=title, bin_width_gy=cfg.dvh_bin_gy, case=case_id)
+    target = next((ref.masks[t] for t in dataset.targets if t in ref.masks), None)
+    dose_slices_figure(ref.ct, ref.dose, pred, body, fig_dir / f"{case_id}_dose.png", std=std,
+                       dose_max=max(float(ref.dose.max()), 1e-3), spacing_mm=ref.geometry.spacing,
+                       target=target, title=title, case=case_id,
+                       prescription_gy=ref.prescription_gy or dataset.prescription_gy,
+                       isodose_percent=cfg.isodose_percent)
+
+
 def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti_dir: Path,
                         predictions_dir: Path, out_dir: Path, figures: bool = True,
                         label: str | None = None) -> pd.DataFrame:
-    """Metrics of every case -> out_dir/per_case.csv, summary.csv/.md, openkbp_scores.json
-    (where a possible-dose mask exists) and figures/<case>_dvh.png, <case>_dose.png; figure
-    titles name the model by `label` (the report's label of the experiment)."""
+    """Metrics of every case -> out_dir/per_case.csv (per_case.html to read), summary.csv/.md,
+    openkbp_scores.json (where a possible-dose mask exists) and figures/<case>_dvh.png,
+    <case>_dose.png; figure titles name the model by `label` (the report's label of it)."""
     from dosediff.config import section
-    from dosediff.report.figures import dose_slices_figure, dvh_figure
-    from dosediff.report.tables import summary, summary_table, write_table
+    from dosediff.report.markup import write_html, write_table
+    from dosediff.report.tables import per_case_table, summary, summary_table
 
     dataset = section(settings, DatasetConfig, "dataset")
     prep = section(settings, PreprocessConfig, "preprocess")
@@ -98,20 +117,14 @@ def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti
         rows += long_rows(experiment, case_id, flat)
         log.info(f"case {case_id}: MAE {flat['mae_gy']:.3f} Gy, dose score {flat['dose_score_gy']:.3f} Gy")
         if figures:
-            std_path = pred_path.with_name(f"{case_id}_std.nii.gz")
-            std = read_image(std_path)[0] if std_path.is_file() else None
-            fig_dir = out_dir / "figures"
-            fig_dir.mkdir(parents=True, exist_ok=True)
-            title = f"{case_id} · {label or experiment}"
-            dvh_figure(ref.dose, pred, ref.masks, ref.geometry.spacing, fig_dir / f"{case_id}_dvh.png",
-                       title=title, bin_width_gy=cfg.dvh_bin_gy, case=case_id)
-            target = next((ref.masks[t] for t in dataset.targets if t in ref.masks), None)
-            dose_slices_figure(ref.ct, ref.dose, pred, body, fig_dir / f"{case_id}_dose.png", std=std,
-                               dose_max=max(float(ref.dose.max()), 1e-3), spacing_mm=ref.geometry.spacing,
-                               target=target, title=title, case=case_id,
-                               prescription_gy=ref.prescription_gy or dataset.prescription_gy)
+            _case_figures(case_id, ref, pred, pred_path, body, out_dir / "figures",
+                          f"{case_id} · {label or experiment}", dataset, cfg)
     per_case = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(per_case, out_dir / "per_case.csv")
+    write_html(per_case_table(per_case), out_dir / "per_case.html",
+               f"{label or experiment}: metrics of each of the n = {len(cases)} cases. ΔD (Gy) and ΔV (%) are "
+               "predicted − reference: below 0 the model under-doses or under-covers. per_case.csv beside this "
+               "file holds every value unrounded, with the reference and predicted values.")
     write_table(summary_table(summary(per_case, 2), {experiment: label or experiment}), out_dir / "summary",
                 caption=f"{label or experiment}: mean ± sample std over n = {len(cases)} cases; |ΔD| and |ΔV| "
                         "are |predicted − reference|.")

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from dosediff.errors import InputError
-from dosediff.report import figures, tables
+from dosediff.report import figures, markup, tables
 
 CASES = ["c1", "c2", "c3"]
 VALUES = {  # experiment -> (roi, metric, unit) -> per-case values
@@ -74,7 +74,7 @@ def test_summary_all_nan_and_single_case():
     df.loc[(df["experiment"] == "A") & (df["roi"] == "Heart") & (df["case"] != "c1"), "value"] = math.nan
     key = tables.summary(df).set_index(["experiment", "roi", "metric"])
     assert key.loc[("A", "PTV", "D95")]["text"] == "n/a"
-    assert key.loc[("A", "Heart", "Dmean")]["text"] == "0.300 ± nan (n=1/3)"
+    assert key.loc[("A", "Heart", "Dmean")]["text"] == "0.300 (n=1/3)"  # one value: no std to state
 
 
 def test_read_per_case_roundtrip_and_bad_columns(tmp_path: Path):
@@ -95,7 +95,8 @@ def test_comparison_table_order_labels_cells():
     t = tables.comparison_table(make_per_case(), ["B", "A"], labels={"A": "DoseDiff (PSDM)"})
     assert list(t.index) == ["B", "DoseDiff (PSDM)"]
     assert list(t.columns) == ["MAE (Gy)", "SSIM", "PSNR (dB)", "Gamma pass rate (%)", "Dose score (Gy)",
-                               "Volume score (%)"]
+                               "Mean ΔD (Gy)", "Volume score (%)", "Mean ΔV (%)"]
+    assert (t["Mean ΔD (Gy)"] == "n/a").all()  # these per-case tables have no dose_bias rows
     assert t.loc["DoseDiff (PSDM)", "SSIM"] == expected_text(VALUES["A"][("Body", "SSIM", "")])
     assert t.loc["B", "Volume score (%)"] == expected_text(VALUES["B"][("All", "volume_score", "%")])
     t2 = tables.comparison_table(make_per_case(), ["A", "B"], columns=[("PTV", "D95"), ("Body", "gamma_pass_rate")])
@@ -109,8 +110,8 @@ def test_comparison_table_order_labels_cells():
 def test_per_roi_table_layout():
     t = tables.per_roi_table(make_per_case(), ["A", "B"])
     assert list(t.index) == [("Body", "MAE (Gy)"), ("Body", "SSIM"), ("Body", "PSNR (dB)"),
-                             ("PTV", "|ΔD95| (Gy)"), ("Heart", "|ΔDmean| (Gy)"),
-                             ("All", "Dose score (Gy)"), ("All", "Volume score (%)")]
+                             ("PTV", "ΔD95 (Gy)"), ("PTV", "|ΔD95| (Gy)"), ("Heart", "ΔDmean (Gy)"),
+                             ("Heart", "|ΔDmean| (Gy)"), ("All", "Dose score (Gy)"), ("All", "Volume score (%)")]
     assert t.loc[("Heart", "|ΔDmean| (Gy)"), "B"] == expected_text([0.5, 0.1])
 
 
@@ -128,7 +129,7 @@ def _bold_cells(md: str) -> list[tuple[str, str]]:
 
 def test_markdown_bolds_best_per_column(tmp_path: Path):
     t = tables.comparison_table(make_per_case(), ["A", "B"])
-    csv_path, md_path = tables.write_table(t, tmp_path / "sub" / "table1")
+    csv_path, md_path = markup.write_table(t, tmp_path / "sub" / "table1")
     bold = set(_bold_cells(md_path.read_text()))
     # lower is better for MAE and the scores (A wins), higher for SSIM (B) and PSNR (A)
     assert bold == {("A", "MAE (Gy)"), ("B", "SSIM"), ("A", "PSNR (dB)"), ("A", "Dose score (Gy)"),
@@ -140,12 +141,12 @@ def test_markdown_bolds_best_per_column(tmp_path: Path):
 def test_markdown_ties_and_rows(tmp_path: Path):
     df = pd.DataFrame({"MAE (Gy)": ["1.000 ± 0.1", "1.000 ± 0.2", "2.000 ± 0.1"], "Note": ["x", "y", "z"]},
                       index=pd.Index(["e1", "e2", "e3"], name="Experiment"))
-    assert set(_bold_cells(tables.to_markdown(df))) == {("e1", "MAE (Gy)"), ("e2", "MAE (Gy)")}
+    assert set(_bold_cells(markup.to_markdown(df))) == {("e1", "MAE (Gy)"), ("e2", "MAE (Gy)")}
     t = tables.per_roi_table(make_per_case(), ["A", "B"])
-    _, md = tables.write_table(t, tmp_path / "table3")
+    _, md = markup.write_table(t, tmp_path / "table3")
     text = md.read_text()
     ssim_line = next(line for line in text.splitlines() if "| SSIM |" in line)
-    heart_line = next(line for line in text.splitlines() if "ΔDmean|" in line)
+    heart_line = next(line for line in text.splitlines() if "| Heart | \\|ΔDmean\\| (Gy) |" in line)  # | escaped
     # per row: SSIM higher is better (B), Heart |ΔDmean| lower is better (A 0.3 vs B 0.3 -> tie)
     assert ssim_line.count("**") == 2 and ssim_line.rstrip(" |").endswith("**")
     assert heart_line.count("**") == 4
@@ -172,7 +173,7 @@ def test_seed_spread_against_statistics():
     npc = means["npc"]
     assert wide.loc["npc", "MAE (Gy)"] == (f"{statistics.fmean(npc):.4f} ± {statistics.stdev(npc):.4f} "
                                            f"(range {max(npc) - min(npc):.4f}, 5 seeds)")
-    assert "**" not in tables.to_markdown(wide)
+    assert "**" not in markup.to_markdown(wide)
     with pytest.raises(InputError, match="seed"):
         tables.seed_spread(pd.DataFrame(rows).drop(columns="seed"))
 
@@ -257,7 +258,7 @@ def test_dose_slices_symmetric_difference_and_aspect(tmp_path: Path):
     l, r, b, t = coronal.get_images()[0].get_extent()
     assert (r - l, t - b) == pytest.approx((SHAPE[2] * SPACING[2], SHAPE[0] * SPACING[0]))
     cbar_labels = {ax.get_ylabel() for ax in fig.axes}
-    assert {"Dose (Gy)", f"Δ dose (Gy), clipped at ±{lim:.1f}", "Std (Gy)"} <= cbar_labels
+    assert {"Dose (Gy)", f"Δ dose (Gy),\nclipped at ±{lim:.1f}", "Std (Gy)"} <= cbar_labels
 
 
 def test_dose_slices_target_centre_and_no_std(tmp_path: Path):

@@ -82,4 +82,4 @@ def test_difference_clipped_to_tenth_of_prescription(tmp_path: Path):
                                      spacing_mm=SPACING, prescription_gy=60.0)
     diffs = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "RdBu_r"]
     assert [im.get_clim() for im in diffs] == [(-6.0, 6.0)] * 2
-    assert any(ax.get_ylabel() == "Δ dose (Gy), clipped at ±6.0" for ax in fig.axes)
+    assert any(ax.get_ylabel() == "Δ dose (Gy),\nclipped at ±6.0" for ax in fig.axes)

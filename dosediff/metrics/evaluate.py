@@ -7,6 +7,7 @@ The result is one flat dict (a row of the per-case table), keys:
 - <ROI>/<metric>/ref, /pred, /absdiff   configured D_V (Gy) and V_D (% of the ROI) metrics
 - dose_score_gy                         mean |delta D| over the case's finite D-type cells
 - volume_score_pct                      mean |delta V| over the case's finite V-type cells
+- dose_bias_gy, volume_bias_pct         the same means of the signed delta = predicted - reference
 - gamma_pass_pct, gamma_points, gamma_nan_points, gamma_criterion ("3%/3mm global, 10% cut-off")
 - openkbp_dose_error_gy, openkbp/<ROI>/<metric>/absdiff   (with a possible-dose mask)
 - notes                                 "; "-joined reasons for every NaN (absent ROI, empty mask, ...)
@@ -43,6 +44,10 @@ class EvaluationConfig:
     target_metrics: list[str] = field(default_factory=lambda: ["D95", "V95"])
     oar_metrics: list[str] = field(default_factory=lambda: ["Dmean", "Dmax"])
     gamma: GammaConfig = field(default_factory=GammaConfig)
+    # dose-slice figures: isodose lines at these % of the prescription ([] for none); on by
+    # default because coverage of the target (95 %) and the spread of dose (50 %) are what a
+    # physicist reads off a dose slice first, and the colour wash alone does not show them
+    isodose_percent: list[float] = field(default_factory=lambda: [95.0, 50.0])
 
     def __post_init__(self) -> None:
         if not self.c_range > 0:
@@ -54,6 +59,11 @@ class EvaluationConfig:
         if not self.dvh_bin_gy > 0:
             raise input_error("setting evaluate.dvh_bin_gy", f"value {self.dvh_bin_gy}", "a positive bin width in Gy",
                               "set evaluate.dvh_bin_gy, e.g. 0.01")
+        bad = [p for p in self.isodose_percent if not 0 < p <= 200]
+        if bad or len(set(self.isodose_percent)) != len(self.isodose_percent):
+            raise input_error("setting evaluate.isodose_percent", f"value {self.isodose_percent}",
+                              "distinct percentages of the prescription in (0, 200]",
+                              "e.g. [95, 50], or [] for no isodose lines")
         parse_metric_sets(self.metrics, "evaluate.metrics")
         for key in ("target_metrics", "oar_metrics"):
             for i, text in enumerate(getattr(self, key)):
@@ -82,6 +92,29 @@ def _check_dose(arr: np.ndarray, what: str, case: str | None) -> None:
                           "fill missing values (0 outside the dose grid) before evaluating", case=case)
 
 
+def _dvh_cells(row: dict, reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, np.ndarray],
+               spacing_mm: Sequence[float], sets: Mapping[str, list[MetricSpec]], levels: Mapping[str, float],
+               case: str | None) -> list[str]:
+    """The <ROI>/<metric>/ref, /pred, /absdiff keys, the dose and volume scores and their signed
+    counterparts into `row`; returns the notes of the NaN cells."""
+    ref_vals, reasons = roi_metrics(reference, masks, spacing_mm, sets, levels, case)
+    pred_vals, _ = roi_metrics(predicted, masks, spacing_mm, sets, levels, case)
+    d_cells, v_cells = [], []  # signed pred - ref of every finite cell
+    for roi, specs in sets.items():
+        for spec in specs:
+            r, p = ref_vals[roi][spec.text], pred_vals[roi][spec.text]
+            key = f"{roi}/{spec.text}"
+            row[f"{key}/ref"], row[f"{key}/pred"], row[f"{key}/absdiff"] = r, p, abs(r - p)
+            if not math.isnan(p - r):
+                (d_cells if spec.kind == "D" else v_cells).append(p - r)
+    row["dose_score_gy"] = float(np.mean(np.abs(d_cells))) if d_cells else math.nan
+    row["volume_score_pct"] = float(np.mean(np.abs(v_cells))) if v_cells else math.nan
+    # the signed counterparts: below 0 the model under-doses (D) or under-covers (V) on average
+    row["dose_bias_gy"] = float(np.mean(d_cells)) if d_cells else math.nan
+    row["volume_bias_pct"] = float(np.mean(v_cells)) if v_cells else math.nan
+    return [f"{k}: {v}" for k, v in reasons.items()]
+
+
 def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, np.ndarray],
                   spacing_mm: Sequence[float], body: np.ndarray | None, prescription_gy: float | None,
                   settings: EvaluationConfig | None = None, possible_dose: np.ndarray | None = None,
@@ -107,20 +140,7 @@ def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[s
     row.update(mae_gy=img["mae"], psnr_db=img["psnr"], ssim=img["ssim"])
 
     sets = cfg.metric_sets(list(masks), levels)
-    ref_vals, reasons = roi_metrics(reference, masks, spacing_mm, sets, levels, case)
-    pred_vals, _ = roi_metrics(predicted, masks, spacing_mm, sets, levels, case)
-    d_cells, v_cells = [], []
-    for roi, specs in sets.items():
-        for spec in specs:
-            r, p = ref_vals[roi][spec.text], pred_vals[roi][spec.text]
-            diff = abs(r - p)
-            key = f"{roi}/{spec.text}"
-            row[f"{key}/ref"], row[f"{key}/pred"], row[f"{key}/absdiff"] = r, p, diff
-            if not math.isnan(diff):
-                (d_cells if spec.kind == "D" else v_cells).append(diff)
-    notes += [f"{k}: {v}" for k, v in reasons.items()]
-    row["dose_score_gy"] = float(np.mean(d_cells)) if d_cells else math.nan
-    row["volume_score_pct"] = float(np.mean(v_cells)) if v_cells else math.nan
+    notes += _dvh_cells(row, reference, predicted, masks, spacing_mm, sets, levels, case)
 
     g = cfg.gamma
     row["gamma_criterion"] = gamma_criterion(g)

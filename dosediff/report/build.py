@@ -11,10 +11,13 @@ import pandas as pd
 from dosediff.errors import input_error
 from dosediff.report.case_dvh import case_dvh_figures
 from dosediff.report.figures import seed_figure, steps_figure
-from dosediff.report.tables import (comparison_table, metric_label, per_roi_table, read_per_case,
-                                    seed_spread, seed_spread_table, summary, summary_table, write_table)
+from dosediff.report.markup import write_table
+from dosediff.report.tables import (comparison_table, format_mean_std, metric_label, per_roi_table, read_per_case,
+                                    seed_spread, seed_spread_table, summary, summary_table)
 
 log = logging.getLogger("dosediff")
+# what every caption says about signed errors
+SIGNED = "A signed ΔX is predicted − reference: below 0 the model under-doses (D) or under-covers (V)."
 DECIMALS = 2  # a handful of test cases: 0.01 Gy, 0.01 % are already finer than their spread
 
 
@@ -70,16 +73,19 @@ def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
     common = (f"Mean ± sample std over {_n_cases(per_case, everyone)} test cases per model; "
               f"(n=k/N) marks a cell that k of N cases had. ")
     write_table(summary_table(stats, cfg.labels), out_dir / "summary",
-                caption=f"Summary of every metric per model. {common}|ΔD| and |ΔV| are |predicted − reference|.")
+                caption=f"Summary of every metric per model. {common}|ΔD| and |ΔV| are |predicted − reference|; "
+                        f"{SIGNED}")
     for name, experiments in cfg.tables.items():
         write_table(comparison_table(per_case, experiments, labels=cfg.labels, decimals=DECIMALS), out_dir / name,
                     caption=f"Models compared ({name}). {common}Gamma pass rate: {gamma_text}. "
                             "Dose and volume scores: mean |ΔD| (Gy) and |ΔV| (%) over the configured DVH "
-                            "metrics. Best per column in bold.")
+                            f"metrics; mean ΔD and ΔV: the same means of the signed errors. {SIGNED} "
+                            "Best per column in bold (none for signed errors).")
     if cfg.per_roi:
         write_table(per_roi_table(per_case, cfg.per_roi, labels=cfg.labels, decimals=DECIMALS),
                     out_dir / "per_roi", along="rows",
-                    caption=f"Per-ROI DVH errors |predicted − reference|. {common}Best per row in bold.")
+                    caption=f"Per-ROI DVH errors: ΔX and |ΔX| of each metric X. {common}{SIGNED} "
+                            "Best per row in bold (none for signed errors).")
     if steps_csv is not None:
         steps = pd.read_csv(steps_csv)
         steps_figure(steps, out_dir / "steps.png", title="DDIM steps: quality and time")
@@ -104,7 +110,8 @@ def steps_table(steps: pd.DataFrame) -> pd.DataFrame:
     steps = steps.copy()
     steps["value"] = pd.to_numeric(steps["value"], errors="coerce")
     g = steps.groupby(["experiment", "steps", "metric"], sort=False)["value"]
-    cells = (g.mean().map(lambda m: f"{m:.{DECIMALS}f}") + " ± " + g.std(ddof=1).map(lambda v: f"{v:.{DECIMALS}f}"))
+    stats = pd.concat({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}, axis=1)
+    cells = stats.apply(lambda r: format_mean_std(r["mean"], r["std"], int(r["n"]), int(r["n"]), DECIMALS), axis=1)
     table = cells.unstack("metric")
     table.columns = [metric_label(m, None, "All") for m in table.columns]
     times = steps.groupby(["experiment", "steps", "case"])["seconds"].first().groupby(level=[0, 1]).mean()

@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dosediff.errors import input_error, warn
-from dosediff.report.figures import STYLE, _check_grid, _check_spacing, _new_figure, _roi_colours, _save, dvh_curve
+from dosediff.report.figures import dvh_curve
+from dosediff.report.plotting import STYLE, check_grid, check_spacing, new_figure, roi_colours, save
 
 MODEL_STYLES = ["--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]
 
@@ -27,15 +28,15 @@ def dvh_overlay_figure(reference: np.ndarray, predictions: Mapping[str, np.ndarr
     if len(predictions) > len(MODEL_STYLES):
         raise input_error("DVH overlay", f"{len(predictions)} models", f"at most {len(MODEL_STYLES)} models",
                           "list fewer models in the report's first table", case=case)
-    _check_grid("DVH overlay", case, reference=reference, **{f"prediction {k}": v for k, v in predictions.items()})
-    spacing = _check_spacing(spacing_mm, "DVH overlay")
+    check_grid("DVH overlay", case, reference=reference, **{f"prediction {k}": v for k, v in predictions.items()})
+    spacing = check_spacing(spacing_mm, "DVH overlay")
     rois = [r for r, m in masks.items() if m is not None and np.any(m)]
     for r in set(masks) - set(rois):
         warn("DVH overlay", f"ROI {r} has an empty mask", "it is left out of the plot", case=case)
     doses = [("reference", reference, "-")] + [(k, v, s) for (k, v), s in zip(predictions.items(), MODEL_STYLES)]
-    colours = _roi_colours(len(rois))
+    colours = roi_colours(len(rois))
     with matplotlib.rc_context(STYLE):
-        fig = _new_figure(8.5, 5.0)
+        fig = new_figure(8.5, 5.0)
         ax = fig.add_subplot()
         x_max = 0.0
         for roi, colour in zip(rois, colours):
@@ -58,7 +59,7 @@ def dvh_overlay_figure(reference: np.ndarray, predictions: Mapping[str, np.ndarr
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         if title:
             ax.set_title(title)
-    _save(fig, path)
+    save(fig, path)
     return fig
 
 

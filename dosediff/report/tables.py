@@ -11,23 +11,20 @@ Conventions of every table here:
   cell then says how many cases it used, e.g. "0.812 ± 0.204 (n=3/4)", where 4 is the number
   of cases the experiment evaluated; summary() also lists the reasons from the note column;
 - "best" is the lowest mean for errors (MAE, |ΔD|, |ΔV|, dose and volume scores) and the
-  highest for SSIM, PSNR and gamma pass rate; write_table bolds it in the Markdown.
+  highest for SSIM, PSNR and gamma pass rate, none for a signed mean; markup.write_table bolds it.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dosediff.atomic import atomic_file
 from dosediff.errors import input_error
 from dosediff.metrics.evaluate import openkbp_scores_from_rows
-from dosediff.report.html import to_html
 
 PER_CASE_COLUMNS = ["experiment", "case", "roi", "metric", "unit", "reference", "predicted", "value", "note"]
 SEED_COLUMNS = ["experiment", "seed", "case", "metric", "value"]
@@ -35,19 +32,18 @@ SEED_COLUMNS = ["experiment", "seed", "case", "metric", "value"]
 # The paper's Table 1/2 columns: (roi, metric) -> header.
 DEFAULT_COLUMNS: list[tuple[str, str]] = [
     ("Body", "MAE"), ("Body", "SSIM"), ("Body", "PSNR"), ("Body", "gamma_pass_rate"), ("All", "dose_score"),
-    ("All", "volume_score"),
+    ("All", "dose_bias"), ("All", "volume_score"), ("All", "volume_bias"),
 ]
 # On OpenKBP data the benchmark's official scores lead the table.
 OPENKBP_COLUMNS: list[tuple[str, str]] = [("All", "openkbp_dose_score"), ("All", "openkbp_dvh_score")]
 _HEADERS = {
     "MAE": "MAE (Gy)", "SSIM": "SSIM", "PSNR": "PSNR (dB)", "gamma_pass_rate": "Gamma pass rate (%)",
     "dose_score": "Dose score (Gy)", "volume_score": "Volume score (%)",
+    "dose_bias": "Mean ΔD (Gy)", "volume_bias": "Mean ΔV (%)",
     "openkbp_dose_score": "OpenKBP dose score (Gy)", "openkbp_dvh_score": "OpenKBP DVH score (Gy)",
 }
+_BIAS_METRICS = ("dose_bias", "volume_bias")  # signed means: shown with their sign
 _IMAGE_METRICS = ("MAE", "SSIM", "PSNR", "gamma_pass_rate")
-_HIGHER_RE = re.compile(r"ssim|psnr|gamma", re.IGNORECASE)
-_LOWER_RE = re.compile(r"mae|score|Δ|delta|^\|?[DV](\d|\.\d|mean|min|max)", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf)")
 
 
 # ---------------------------------------------------------------- input
@@ -74,30 +70,24 @@ def read_per_case(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- formatting helpers
 
-def format_mean_std(mean: float, std: float, n: int, n_total: int, decimals: int = 3) -> str:
-    """'mean ± std', with '(n=used/total)' when some cases had no value; 'n/a' when none had."""
+def format_mean_std(mean: float, std: float, n: int, n_total: int, decimals: int = 3, sign: bool = False) -> str:
+    """'mean ± std' (mean with an explicit + when sign; the mean alone from a single case, whose
+    std is undefined), with '(n=used/total)' when some cases had no value; 'n/a' when none had."""
     if n == 0 or math.isnan(mean):
         return "n/a"
-    text = f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+    text = f"{mean:{'+' if sign else ''}.{decimals}f}" + (f" ± {std:.{decimals}f}" if n > 1 else "")
     if n < n_total:
         text += f" (n={n}/{n_total})"
     return text
 
 
-def better_direction(name: str) -> str | None:
-    """'higher', 'lower' or None (unknown) for a column header or metric name."""
-    if _HIGHER_RE.search(name):
-        return "higher"
-    if _LOWER_RE.search(name.strip()):
-        return "lower"
-    return None
-
-
-def metric_label(metric: str, unit: str | float | None, roi: str | None = None) -> str:
-    """Human header for a metric: 'MAE (Gy)', 'ΔD95 (Gy)', 'ΔV30 (%)'."""
+def metric_label(metric: str, unit: str | float | None, roi: str | None = None, signed: bool = False) -> str:
+    """Human header for a metric: 'MAE (Gy)', '|ΔD95| (Gy)', signed 'ΔV30 (%)'."""
     if metric in _HEADERS:
         return _HEADERS[metric]
     unit_text = f" ({unit})" if isinstance(unit, str) and unit else ""
+    if signed:
+        return f"Δ{metric}{unit_text}"
     if roi not in ("Body", "All"):
         return f"|Δ{metric}|{unit_text}"  # DVH metrics are summarised as |pred - ref|
     return f"{metric}{unit_text}"
@@ -115,7 +105,9 @@ def summary(per_case: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
 
     Columns: experiment, roi, metric, unit, n (cases with a value), n_cases (cases the
     experiment evaluated), mean, std (ddof=1), text ("mean ± std", "(n=k/N)" appended when
-    k < N), missing (the notes of the NaN cells with their counts, e.g. "ROI absent: 1").
+    k < N), missing (the notes of the NaN cells with their counts, e.g. "ROI absent: 1"),
+    signed_mean, signed_std, signed_text: the same of predicted − reference where the rows
+    carry both (DVH metrics; NaN and "" elsewhere).
     """
     _require(per_case, ["experiment", "case", "roi", "metric", "value"], "per-case metric table")
     df = per_case.copy()
@@ -124,6 +116,7 @@ def summary(per_case: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
     if "note" not in df:
         df["note"] = np.nan
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    df["signed"] = _signed(df)
     n_cases = df.groupby("experiment", sort=False)["case"].nunique()
     rows = []
     for (exp, roi, metric), g in df.groupby(["experiment", "roi", "metric"], sort=False):
@@ -133,15 +126,36 @@ def summary(per_case: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
         n = int(used.size)
         mean = float(used.mean()) if n else math.nan
         std = float(used.std(ddof=1)) if n > 1 else math.nan
-        notes = g.loc[~ok, "note"].fillna("no reason given").astype(str).value_counts()
+        notes = g.loc[~ok, "note"].astype(object).fillna("no reason given").astype(str).value_counts()
+        sm, ss, st = _mean_std_text(g["signed"].to_numpy(dtype=float), int(n_cases[exp]), decimals)
         rows.append({
             "experiment": exp, "roi": roi, "metric": metric, "unit": _first_unit(g["unit"]),
             "n": n, "n_cases": int(n_cases[exp]), "mean": mean, "std": std,
-            "text": format_mean_std(mean, std, n, int(n_cases[exp]), decimals),
+            "text": format_mean_std(mean, std, n, int(n_cases[exp]), decimals, sign=metric in _BIAS_METRICS),
             "missing": "; ".join(f"{k}: {c}" for k, c in notes.items()),
+            "signed_mean": sm, "signed_std": ss, "signed_text": st,
         })
-    return pd.DataFrame(rows, columns=["experiment", "roi", "metric", "unit", "n", "n_cases", "mean", "std",
-                                       "text", "missing"])
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+SUMMARY_COLUMNS = ["experiment", "roi", "metric", "unit", "n", "n_cases", "mean", "std", "text", "missing",
+                   "signed_mean", "signed_std", "signed_text"]
+
+
+def _signed(df: pd.DataFrame) -> pd.Series:
+    """predicted − reference per row (NaN where a row lacks either: image metrics, scores)."""
+    ref = pd.to_numeric(df.get("reference"), errors="coerce") if "reference" in df else np.nan
+    pred = pd.to_numeric(df.get("predicted"), errors="coerce") if "predicted" in df else np.nan
+    return pd.Series(pred - ref, index=df.index, dtype=float)
+
+
+def _mean_std_text(v: np.ndarray, n_total: int, decimals: int) -> tuple[float, float, str]:
+    """(mean, sample std, 'mean ± std' with an explicit sign) of the finite values; NaN, '' if none."""
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, ""
+    mean, std = float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
+    return mean, std, format_mean_std(mean, std, int(v.size), n_total, decimals, sign=True)
 
 
 def _check_experiments(stats: pd.DataFrame, experiments: Sequence[str]) -> None:
@@ -203,25 +217,27 @@ def openkbp_pooled_dvh_score(per_case: pd.DataFrame) -> float:
 
 
 def summary_table(stats: pd.DataFrame, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """summary() for reading: rows (model, ROI, metric with unit), columns cases used, mean ± std
-    and the reasons for missing values."""
+    """summary() for reading: rows (model, ROI, metric with unit), columns cases used, mean ± std,
+    the signed mean ± std beside it (DVH metrics) and the reasons for missing values."""
     labels = dict(labels or {})
     index = pd.MultiIndex.from_arrays(
         [[labels.get(e, e) for e in stats["experiment"]], list(stats["roi"]),
          [metric_label(m, u, r) for m, u, r in zip(stats["metric"], stats["unit"], stats["roi"])]],
         names=["Model", "ROI", "Metric"])
     table = pd.DataFrame({"Cases": [f"{n}/{t}" for n, t in zip(stats["n"], stats["n_cases"])],
-                          "Mean ± std": list(stats["text"]), "Missing values": list(stats["missing"])},
-                         index=index)
+                          "Mean ± std": list(stats["text"]),
+                          "Signed Δ = predicted − reference: mean ± std": list(stats["signed_text"]),
+                          "Missing values": list(stats["missing"])}, index=index)
     table.attrs["best_along"] = "none"
     return table
 
 
 def per_roi_table(per_case: pd.DataFrame, experiments: Sequence[str],
                   labels: Mapping[str, str] | None = None, decimals: int = 3) -> pd.DataFrame:
-    """The paper's Table 3: rows (ROI, metric) — Body image metrics first, then each ROI's
-    |Δ| DVH metrics in the order they first appear, case-level scores ('All') last —
-    columns the experiments, cells 'mean ± std'."""
+    """The paper's Table 3: rows (ROI, metric) — Body image metrics first, then each ROI's DVH
+    metrics in the order they first appear, each as the signed mean ΔX = predicted − reference
+    followed by the mean |ΔX|, case-level scores ('All') last — columns the experiments, cells
+    'mean ± std'."""
     stats = summary(per_case, decimals)
     _check_experiments(stats, experiments)
     labels = dict(labels or {})
@@ -230,17 +246,55 @@ def per_roi_table(per_case: pd.DataFrame, experiments: Sequence[str],
     rank = {"Body": 0, "All": 2}
     rois_in_order = list(dict.fromkeys(r for r, _ in pairs))
     pairs.sort(key=lambda p: (rank.get(p[0], 1), rois_in_order.index(p[0])))  # stable within a ROI
+    has_signed = set(zip(sub.loc[sub["signed_text"] != "", "roi"], sub.loc[sub["signed_text"] != "", "metric"]))
+    rows = [(r, m, signed) for r, m in pairs for signed in ((True, False) if (r, m) in has_signed else (False,))]
     units = sub.groupby(["roi", "metric"], sort=False)["unit"].agg(_first_unit)
-    index = pd.MultiIndex.from_tuples([(r, metric_label(m, units[(r, m)], r)) for r, m in pairs],
+    index = pd.MultiIndex.from_tuples([(r, metric_label(m, units[(r, m)], r, signed)) for r, m, signed in rows],
                                       names=["ROI", "Metric"])
     cols = [labels.get(e, e) for e in experiments]
     table = pd.DataFrame("n/a", index=index, columns=pd.Index(cols, name=None))
-    keyed = sub.set_index(["experiment", "roi", "metric"])["text"]
+    keyed = sub.set_index(["experiment", "roi", "metric"])[["text", "signed_text"]]
     for exp, col in zip(experiments, cols):
-        for (roi, metric), row in zip(pairs, index):
+        for (roi, metric, signed), row in zip(rows, index):
             if (exp, roi, metric) in keyed.index:
-                table.loc[row, col] = keyed[(exp, roi, metric)]
+                table.loc[row, col] = keyed.loc[(exp, roi, metric), "signed_text" if signed else "text"] or "n/a"
     table.attrs["best_along"] = "rows"
+    return table
+
+
+# decimals a per-case value is shown with, by unit: 0.01 Gy and 0.1 % are below what a plan
+# comparison resolves; SSIM needs three
+_UNIT_DECIMALS = {"Gy": 2, "%": 1, "dB": 1, "": 3}
+
+
+def per_case_table(per_case: pd.DataFrame) -> pd.DataFrame:
+    """One experiment's long table for reading: rows the cases, columns each (ROI, metric) with
+    its unit — the image metrics and case scores first, as they are, DVH metrics as the signed
+    Δ = predicted − reference (the absolute value is in per_case.csv) — rounded by unit.
+    OpenKBP's per-ROI cells are left out (the OpenKBP DVH score column summarises them)."""
+    _require(per_case, PER_CASE_COLUMNS, "per-case metric table")
+    df = per_case[~(per_case["metric"].astype(str).str.startswith("openkbp_") & (per_case["roi"] != "All"))].copy()
+    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    df["signed"] = _signed(df)
+    df["unit"] = df["unit"].fillna("").astype(str)
+    keys = list(dict.fromkeys(zip(df["roi"], df["metric"], df["unit"])))
+    keys.sort(key=lambda k: {"Body": 0, "All": 1}.get(k[0], 2))  # image metrics, case scores, then ROIs
+    has_signed = set(zip(df.loc[df["signed"].notna(), "roi"], df.loc[df["signed"].notna(), "metric"]))
+    headers = []
+    for roi, metric, unit in keys:
+        label = metric_label(metric, unit, roi, signed=(roi, metric) in has_signed)
+        headers.append(label if roi in ("Body", "All") else f"{roi} {label}")
+    cases = list(dict.fromkeys(df["case"].astype(str)))
+    table = pd.DataFrame("n/a", index=pd.Index(cases, name="Case"), columns=headers)
+    for r in df.itertuples():
+        signed = (r.roi, r.metric) in has_signed
+        v = r.signed if signed else r.value
+        if not math.isnan(v):
+            d = _UNIT_DECIMALS.get(r.unit, 2)
+            header = headers[keys.index((r.roi, r.metric, r.unit))]
+            sign = "+" if signed or r.metric in _BIAS_METRICS else ""
+            table.loc[str(r.case), header] = f"{v:{sign}.{d}f}"
+    table.attrs["best_along"] = "none"
     return table
 
 
@@ -279,74 +333,3 @@ def seed_spread_table(spread: pd.DataFrame, labels: Mapping[str, str] | None = N
             f"{int(r['n_seeds'])} seeds)")
     table.attrs["best_along"] = "none"  # a spread is not a ranking: nothing to bold
     return table
-
-
-# ---------------------------------------------------------------- output
-
-def _leading_number(cell: object) -> float:
-    if isinstance(cell, (int, float, np.floating, np.integer)):
-        return float(cell)
-    m = _NUMBER_RE.match(str(cell))
-    return float(m.group(1)) if m else math.nan
-
-
-def best_mask(df: pd.DataFrame, along: str = "columns") -> pd.DataFrame:
-    """Boolean frame: True where a cell holds the best mean of its column (along="columns")
-    or row (along="rows"), nothing for along="none"; ties (at the displayed precision) are all best; columns/rows whose
-    direction is unknown have none."""
-    values = df.apply(lambda col: col.map(_leading_number))
-    best = pd.DataFrame(False, index=df.index, columns=df.columns)
-    if along == "columns":
-        lines = [(c, better_direction(str(c))) for c in df.columns]
-        for c, direction in lines:
-            col = values[c]
-            if direction and col.notna().any():
-                target = col.min() if direction == "lower" else col.max()
-                best[c] = col == target
-    elif along == "rows":
-        for i, key in enumerate(df.index):
-            name = key[-1] if isinstance(key, tuple) else key
-            direction = better_direction(str(name))
-            row = values.iloc[i]
-            if direction and row.notna().any():
-                target = row.min() if direction == "lower" else row.max()
-                best.iloc[i] = (row == target).to_numpy()
-    elif along != "none":
-        raise ValueError(f"along must be 'columns', 'rows' or 'none', got {along!r}")
-    return best
-
-
-def to_markdown(df: pd.DataFrame, along: str | None = None) -> str:
-    """GitHub Markdown of the table with the index as leading column(s), best cells in bold."""
-    along = along or df.attrs.get("best_along", "columns")
-    best = best_mask(df, along)
-    index_names = [n if n is not None else "" for n in df.index.names]
-    header = index_names + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(index_names)
-                                                               + ["---:"] * len(df.columns)) + "|"]
-    for i, key in enumerate(df.index):
-        keys = list(key) if isinstance(key, tuple) else [key]
-        cells = []
-        for j, c in enumerate(df.columns):
-            text = str(df.iat[i, j]).replace("|", "\\|")
-            cells.append(f"**{text}**" if best.iat[i, j] else text)
-        lines.append("| " + " | ".join([str(k) for k in keys] + cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_table(df: pd.DataFrame, stem: str | Path, along: str | None = None, caption: str = "",
-                notes: str = "") -> tuple[Path, Path]:
-    """Write `stem`.csv, `stem`.md (best per column — or per row for per_roi_table — in bold)
-    and `stem`.html (the same, styled, with the caption above and notes below), each atomically."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".md")
-    along = along or df.attrs.get("best_along", "columns")
-    with atomic_file(csv_path) as tmp:
-        df.to_csv(tmp)
-    with atomic_file(md_path) as tmp:
-        text = (f"{caption}\n\n" if caption else "") + to_markdown(df, along) + (f"\n{notes}\n" if notes else "")
-        Path(tmp).write_text(text, encoding="utf-8")
-    with atomic_file(stem.with_name(stem.name + ".html")) as tmp:
-        Path(tmp).write_text(to_html(df, best_mask(df, along), caption or stem.name, notes), encoding="utf-8")
-    return csv_path, md_path

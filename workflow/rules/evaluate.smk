@@ -16,7 +16,20 @@ rule evaluate:
             caption="../report/per_case.rst",
             category="Metrics",
             subcategory="{experiment}",
-            labels=lambda wildcards: {"model": model_label(wildcards.experiment)},
+            labels=lambda wildcards: {
+                "model": model_label(wildcards.experiment),
+                "table": "per case (CSV, download)",
+            },
+        ),
+        per_case_html=report(
+            f"{RESULTS}/metrics/{{experiment}}/per_case.html",
+            caption="../report/per_case.rst",
+            category="Metrics",
+            subcategory="{experiment}",
+            labels=lambda wildcards: {
+                "model": model_label(wildcards.experiment),
+                "table": "per case",
+            },
         ),
         summary=f"{RESULTS}/metrics/{{experiment}}/summary.md",
         figures=report(
