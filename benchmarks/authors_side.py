@@ -35,14 +35,14 @@ def model_kwargs(peers: Path) -> dict:
     raise RuntimeError(f"no UNetModel_MS_Former(...) call in {peers / 'train.py'}")
 
 
-def build(peers: Path, size: int, respacing):
-    """Their model (width WIDTH, dis_channels COND_CHANNELS, image size `size`) and SpacedDiffusion."""
+def build(peers: Path, size: int, respacing, width: int = WIDTH):
+    """Their model (width `width`, dis_channels COND_CHANNELS, image size `size`) and SpacedDiffusion."""
     sys.path.insert(0, str(peers))
     from guided_diffusion import gaussian_diffusion as gd
     from guided_diffusion.respace import SpacedDiffusion, space_timesteps
     from guided_diffusion.unet import UNetModel_MS_Former
 
-    kw = dict(model_kwargs(peers), model_channels=WIDTH, dis_channels=COND_CHANNELS, image_size=[size, size])
+    kw = dict(model_kwargs(peers), model_channels=width, dis_channels=COND_CHANNELS, image_size=[size, size])
     model = UNetModel_MS_Former(**kw)
     diffusion = SpacedDiffusion(use_timesteps=space_timesteps(T, respacing),
                                 betas=gd.get_named_beta_schedule("linear", T),

@@ -27,12 +27,12 @@ def ours_experiment(size: int = SIZE, width: int = WIDTH, cond_channels: int = C
     return ExperimentConfig.from_mapping({"network": network, "train": train}, "bench", rois)
 
 
-def ours_trainer(exp):
-    """dosediff's Trainer (model, EMA, AdamW, lr schedule) on the CPU, single process."""
+def ours_trainer(exp, device: torch.device | str = "cpu"):
+    """dosediff's Trainer (model, EMA, AdamW, lr schedule) on `device`, single process."""
     from dosediff.train import build_trainer
     from dosediff.training.distributed import Processes
 
-    return build_trainer(exp, Processes(0, 1, 0, torch.device("cpu"), False))
+    return build_trainer(exp, Processes(0, 1, 0, torch.device(device), False))
 
 
 def random_batch(b: int, size: int, cond_channels: int, seed: int = 0) -> dict[str, torch.Tensor]:
