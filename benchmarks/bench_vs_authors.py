@@ -21,7 +21,8 @@ Rows:
                     all 128 slices; their time is their DDIM per slice x 128 (not a run).
   preprocessing     one OpenKBP patient, one core (sched_setaffinity): their csv2nii.py ->
                     PSDM_OpenKBP.py -> NII_to_npy.py vs `dosediff ingest` + `dosediff preprocess`
-                    (config/openkbp.yaml: PSDM, MSDM and TSBDM), start-up included on both sides.
+                    with config/openkbp.yaml and PSDM alone (as theirs), start-up included on both
+                    sides; a second row with the config's PSDM, MSDM and TSBDM (its Table 2 runs).
   disk              bytes each side leaves per patient (all files, and the model input alone).
 Design differences, measured as separate rows: the authors' fusionFormer projects its 1024-wide
 tokens to one 64-wide head (to_q/k/v 1024 -> 64); dosediff's beta/gamma/delta keep 1024 -> 1024
@@ -51,7 +52,8 @@ THREADS = 2
 # (row, side) pairs of the child measurements, in the order a round runs them
 ROWS = [("train", "authors"), ("train", "ours"), ("ddim", "authors"), ("ddim", "ours"),
         ("ddim", "ours-cached"), ("ddim", "ours-bf16"), ("ddim", "ours-ff64"),
-        ("predict", "ours"), ("preprocess", "authors"), ("preprocess", "ours")]
+        ("predict", "ours"), ("preprocess", "authors"), ("preprocess", "ours"),
+        ("preprocess", "ours-3maps")]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -140,11 +142,22 @@ def preprocess_authors(args: argparse.Namespace, work: Path) -> dict:
     return out
 
 
-def preprocess_ours(args: argparse.Namespace, work: Path) -> dict:
+def settings_file(work: Path, representations: list[str]) -> str:
+    """config/openkbp.yaml with preprocess.representations replaced (JSON is YAML; not timed)."""
+    path = work / f"openkbp-{'-'.join(representations)}.json"
+    if not path.is_file():
+        code = ("import json, sys, yaml; d = yaml.safe_load(open(sys.argv[1])); "
+                "d['preprocess']['representations'] = sys.argv[3].split(','); json.dump(d, open(sys.argv[2], 'w'))")
+        subprocess.run([sys.executable, "-c", code, str(REPO / "config" / "openkbp.yaml"), str(path),
+                        ",".join(representations)], check=True)
+    return str(path)
+
+
+def preprocess_ours(args: argparse.Namespace, work: Path, representations: list[str]) -> dict:
     """`dosediff ingest` + `dosediff preprocess` with the OpenKBP config, as the workflow's rules."""
     root = work / f"ours-{time.monotonic_ns()}"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1")
-    settings = str(REPO / "config" / "openkbp.yaml")
+    settings = settings_file(work, representations)
     cmds = [["ingest", "--settings", settings, "--case", args.patient, "--input",
              str(args.data / "train-pats" / args.patient), "--out", str(root / "nifti")],
             ["preprocess", "--settings", settings, "--input", str(root / "nifti"), "--out", str(root / "case.h5")]]
@@ -172,7 +185,9 @@ def predict_ours(args: argparse.Namespace, work: Path) -> dict:
 
 def one(args: argparse.Namespace, row: str, side: str, work: Path) -> dict:
     if row == "preprocess":
-        return (preprocess_authors if side == "authors" else preprocess_ours)(args, work)
+        if side == "authors":
+            return preprocess_authors(args, work)
+        return preprocess_ours(args, work, ["psdm"] if side == "ours" else ["psdm", "msdm", "tsbdm"])
     if row == "predict":
         return predict_ours(args, work)
     return measure_child(args, row, side, work)

@@ -74,13 +74,17 @@ def table(results: dict, info: dict, args) -> str:
                          f"{p['slices']}/{p['of']} slices, {p['precision']})", [v * 128 for v in da],
                          _per_round(results, "predict/ours"), "s", "-", _peak(results, "predict/ours"),
                          TARGETS["predict"]))
-    pa, po = results.get("preprocess/authors", []), results.get("preprocess/ours", [])
-    rows.append(_row("preprocessing per OpenKBP patient, one core", _per_round(results, "preprocess/authors"),
-                     _per_round(results, "preprocess/ours"), "s", _peak(results, "preprocess/authors"),
-                     _peak(results, "preprocess/ours"), TARGETS["preprocess"]))
-    for field, label, target in (("disk_mb", "disk per patient, all files written", TARGETS["disk"]),
-                                 ("model_input_mb", "disk per patient, model input (NPY / HDF5)", None)):
-        rows.append(_row(label, [r[field] for r in pa], [r[field] for r in po], "MB", "-", "-", target))
+    pa = results.get("preprocess/authors", [])
+    for side, label, target in (("ours", "PSDM (as theirs)", True), ("ours-3maps", "PSDM+MSDM+TSBDM", False)):
+        po = results.get(f"preprocess/{side}", [])
+        rows.append(_row(f"preprocessing per OpenKBP patient, one core, {label}",
+                         _per_round(results, "preprocess/authors"), _per_round(results, f"preprocess/{side}"), "s",
+                         _peak(results, "preprocess/authors"), _peak(results, f"preprocess/{side}"),
+                         TARGETS["preprocess"] if target else None))
+        for field, what, tgt in (("disk_mb", "all files written", TARGETS["disk"]),
+                                 ("model_input_mb", "model input (NPY / HDF5)", None)):
+            rows.append(_row(f"disk per patient, {what}, {label}", [r[field] for r in pa],
+                             [r[field] for r in po], "MB", "-", "-", tgt if target else None))
     notes = []
     for key in ("train/authors", "train/ours"):
         if results.get(key):
