@@ -42,6 +42,7 @@ from dosediff.training.csvlog import LOG_NAME, append_log, open_log
 from dosediff.training.distributed import Processes, all_mean, barrier, setup_processes, teardown
 from dosediff.training.ema import make_ema, update_ema
 from dosediff.training.objective import make_schedule, training_loss
+from dosediff.training.optim import clip_gradients, make_adamw
 from dosediff.training.sampler import StepBatches
 from dosediff.training.validate import validate
 
@@ -135,7 +136,7 @@ def build_trainer(exp: ExperimentConfig, procs: Processes) -> Trainer:
     if procs.distributed:
         ids = [procs.device.index] if procs.device.type == "cuda" else None
         model = DistributedDataParallel(net, device_ids=ids)  # broadcasts rank 0's weights
-    optimizer = torch.optim.AdamW(net.parameters(), lr=exp.train.lr, weight_decay=exp.train.weight_decay)
+    optimizer = make_adamw(net.parameters(), exp.train.lr, exp.train.weight_decay, procs.device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(exp))
     bf16 = training_bf16(exp.train.bf16, procs.device)
     return Trainer(exp, procs, net, model, ema, optimizer, scheduler, make_schedule(exp, procs.device), bf16)
@@ -151,7 +152,7 @@ def train_step(tr: Trainer, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     tr.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if tr.exp.train.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(tr.net.parameters(), tr.exp.train.grad_clip)
+        clip_gradients(tr.net.parameters(), tr.exp.train.grad_clip)
     lr = float(tr.optimizer.param_groups[0]["lr"])
     tr.optimizer.step()
     tr.scheduler.step()

@@ -18,9 +18,10 @@ def make_ema(model: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, parameters and floating buffers alike."""
-    for e, m in zip(ema.parameters(), model.parameters()):
-        e.lerp_(m.detach(), 1.0 - decay)
+    """ema <- decay * ema + (1 - decay) * model, parameters and floating buffers alike.
+
+    The parameters in one multi-tensor lerp (one kernel launch per group, not per tensor)."""
+    torch._foreach_lerp_(list(ema.parameters()), [m.detach() for m in model.parameters()], 1.0 - decay)
     for e, m in zip(ema.buffers(), model.buffers()):
         if e.is_floating_point():
             e.lerp_(m.detach(), 1.0 - decay)
