@@ -68,7 +68,8 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 def _case_figures(case_id: str, ref, pred: np.ndarray, pred_path: Path, body: np.ndarray, fig_dir: Path,
                   title: str, dataset: DatasetConfig, cfg: EvaluationConfig) -> None:
     """figures/<case>_dvh.png and <case>_dose.png of one case (the std map where one was saved)."""
-    from dosediff.report.figures import dose_slices_figure, dvh_figure
+    from dosediff.report.figures import dvh_figure
+    from dosediff.report.slices import dose_slices_figure
 
     std_path = pred_path.with_name(f"{case_id}_std.nii.gz")
     std = read_image(std_path)[0] if std_path.is_file() else None

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from dosediff.errors import InputError
-from dosediff.report import figures, markup, tables
+from dosediff.report import figures, markup, slices, tables
 
 CASES = ["c1", "c2", "c3"]
 VALUES = {  # experiment -> (roi, metric, unit) -> per-case values
@@ -234,7 +234,7 @@ def _phantom():
 def test_dose_slices_symmetric_difference_and_aspect(tmp_path: Path):
     ct, ref, pred, body = _phantom()
     std = np.abs(pred - ref) * 0.3
-    fig = figures.dose_slices_figure(ct, ref, pred, body, tmp_path / "slices.png", std=std, spacing_mm=SPACING,
+    fig = slices.dose_slices_figure(ct, ref, pred, body, tmp_path / "slices.png", std=std, spacing_mm=SPACING,
                                      title="case c1 · A")
     w, h = png_size(tmp_path / "slices.png")
     assert 1000 < w < 4000 and 400 < h < 3000
@@ -265,20 +265,20 @@ def test_dose_slices_target_centre_and_no_std(tmp_path: Path):
     ct, ref, pred, body = _phantom()
     target = np.zeros(SHAPE, np.uint8)
     target[3:6, 15:20, 8:12] = 1  # centre (4, 17)
-    fig = figures.dose_slices_figure(ct, ref, pred, body, tmp_path / "s.png", spacing_mm=SPACING, target=target)
+    fig = slices.dose_slices_figure(ct, ref, pred, body, tmp_path / "s.png", spacing_mm=SPACING, target=target)
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["Reference", "Prediction",
                                                                      "Prediction − reference"]
     assert any(ax.get_ylabel() == "Axial, z = 12.0 mm" for ax in fig.axes)
     assert any(ax.get_ylabel() == "Coronal, y = 25.5 mm" for ax in fig.axes)
     with pytest.raises(InputError, match="axial_index"):
-        figures.dose_slices_figure(ct, ref, pred, body, tmp_path / "t.png", axial_index=SHAPE[0])
+        slices.dose_slices_figure(ct, ref, pred, body, tmp_path / "t.png", axial_index=SHAPE[0])
 
 
 def test_shape_mismatch_names_both_shapes(tmp_path: Path):
     ct, ref, pred, body = _phantom()
     bad = pred[:, :, :-2]
     with pytest.raises(InputError, match=r"reference \(10, 28, 32\).*predicted \(10, 28, 30\)"):
-        figures.dose_slices_figure(ct, ref, bad, body, tmp_path / "x.png")
+        slices.dose_slices_figure(ct, ref, bad, body, tmp_path / "x.png")
     with pytest.raises(InputError, match=r"reference \(10, 28, 32\).*predicted \(10, 28, 30\)"):
         figures.dvh_figure(ref, bad, {"Body": body}, SPACING, tmp_path / "y.png")
     with pytest.raises(InputError, match=r"mask PTV \(10, 28, 30\)"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dosediff.report import figures
+from dosediff.report import slices
 
 SHAPE = (12, 20, 24)
 SPACING = (3.0, 2.0, 1.5)
@@ -58,7 +58,7 @@ def test_outline_on_mask(tmp_path: Path, view: str):
     body = _asymmetric_body()
     ct = np.where(body, 40, -1000).astype(np.int16)
     ref = np.where(body, 50.0, 0.0).astype(np.float32)
-    fig = figures.dose_slices_figure(ct, ref, ref * 0.98, body.astype(np.uint8), tmp_path / "f.png",
+    fig = slices.dose_slices_figure(ct, ref, ref * 0.98, body.astype(np.uint8), tmp_path / "f.png",
                                      axial_index=4, coronal_index=5, spacing_mm=SPACING, prescription_gy=50.0)
     row = 0 if view == "axial" else 1
     panels = [ax for ax in fig.axes if ax.get_images() and ax.collections][row * 3:(row + 1) * 3]
@@ -78,7 +78,7 @@ def test_difference_clipped_to_tenth_of_prescription(tmp_path: Path):
     ref = np.where(body, 50.0, 0.0).astype(np.float32)
     pred = ref.copy()
     pred[4, 5, 10] += 30.0  # one hot voxel must not set the scale
-    fig = figures.dose_slices_figure(ct, ref, pred, body.astype(np.uint8), tmp_path / "f.png",
+    fig = slices.dose_slices_figure(ct, ref, pred, body.astype(np.uint8), tmp_path / "f.png",
                                      spacing_mm=SPACING, prescription_gy=60.0)
     diffs = [im for ax in fig.axes for im in ax.get_images() if im.get_cmap().name == "RdBu_r"]
     assert [im.get_clim() for im in diffs] == [(-6.0, 6.0)] * 2

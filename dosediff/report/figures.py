@@ -21,14 +21,10 @@ from matplotlib.lines import Line2D
 
 from dosediff.errors import input_error, warn
 from dosediff.metrics.dvh import cumulative_dvh
-from dosediff.report.plotting import DPI, STYLE, check_grid, check_spacing, new_figure, roi_colours, save
-# the dose-slice figure lives in slices.py; its names stay importable from here
-from dosediff.report.slices import (DIFF_CLIP_FRACTION, default_slice_indices, diff_limit_gy,  # noqa: F401
-                                    dose_slices_figure, image_extent)
+from dosediff.report.plotting import STYLE, check_grid, check_spacing, new_figure, roi_colours, save
 from dosediff.report.tables import SEED_COLUMNS, metric_label
 
-__all__ = ["DPI", "DIFF_CLIP_FRACTION", "STYLE", "default_slice_indices", "diff_limit_gy", "dose_slices_figure",
-           "dvh_curve", "dvh_figure", "image_extent", "seed_figure", "steps_figure"]
+__all__ = ["dvh_curve", "dvh_figure", "seed_figure", "steps_figure"]
 STEPS_COLUMNS = ["experiment", "steps", "case", "metric", "value", "seconds"]
 
 

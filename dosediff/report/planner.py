@@ -29,7 +29,9 @@ from matplotlib.figure import Figure
 from dosediff.atomic import atomic_dir
 from dosediff.goals import Goal, evaluate_goals
 from dosediff.metrics.dvh import cumulative_dvh
-from dosediff.report.figures import DPI, STYLE, default_slice_indices, dvh_curve
+from dosediff.report.figures import dvh_curve
+from dosediff.report.plotting import DPI, STYLE
+from dosediff.report.slices import default_slice_indices
 from dosediff.volume import Case
 
 GOAL_COLUMNS = ["roi", "goal", "unit", "predicted", "predicted_pass", "plan", "plan_pass"]
