@@ -1,8 +1,8 @@
 """RTDOSE -> dose (Gy) + Geometry, and linear resampling of a dose onto another grid.
 
-FACTS.md: dose = stored integers x DoseGridScaling; PixelSpacing is [row, column];
-GridFrameOffsetVector is relative (first value 0) or absolute (first value = the first
-frame's position along the slice normal) and may decrease.
+DICOM PS3.3 C.8.8.3 (RT Dose Module): dose = stored integers x DoseGridScaling; PixelSpacing
+is [row, column]; GridFrameOffsetVector is relative (first value 0) or absolute (first value =
+the first frame's position along the slice normal) and may decrease.
 """
 
 from __future__ import annotations
