@@ -242,9 +242,3 @@ class H5Case:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_file": None}
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass

@@ -133,8 +133,8 @@ def _dense(index: np.ndarray, values: np.ndarray | float, dtype: type, fill: flo
 
 
 def from_openkbp_array(arr: np.ndarray) -> np.ndarray:
-    """OpenKBP (axis0 A->P, axis1 R->L, axis2 S->I) array -> Case (z, y, x) array (a view)."""
-    return arr.transpose(2, 0, 1)
+    """OpenKBP (axis0 A->P, axis1 R->L, axis2 S->I) array -> Case (z, y, x) array (C-contiguous)."""
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def to_openkbp_array(arr_zyx: np.ndarray) -> np.ndarray:
@@ -183,16 +183,8 @@ def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
     masks = _read_rois(folder, dataset, case_id)
     geometry = Geometry(shape=(SHAPE[2], SHAPE[0], SHAPE[1]), spacing=spacing, origin=(0.0, 0.0, 0.0),
                         direction=DIRECTION)
-    return Case(
-        case_id=case_id,
-        geometry=geometry,
-        ct=np.ascontiguousarray(ct),
-        dose=None if dose is None else np.ascontiguousarray(dose),
-        masks=masks,
-        possible_dose=None if possible is None else np.ascontiguousarray(possible),
-        prescription_gy=dataset.prescription_gy,
-        meta={"source": "openkbp"},
-    )
+    return Case(case_id=case_id, geometry=geometry, ct=ct, dose=dose, masks=masks, possible_dose=possible,
+                prescription_gy=dataset.prescription_gy, meta={"source": "openkbp"})
 
 
 def _read_ct(folder: Path, case_id: str) -> np.ndarray:
@@ -239,8 +231,7 @@ def _read_rois(folder: Path, dataset: DatasetConfig, case_id: str) -> dict[str, 
             continue  # both forms present: the plain file is read instead
         files[stem] = path
     matched = match_roi_names(list(files), dataset, folder, case_id, item="file")
-    masks = {name: np.ascontiguousarray(_read_mask(files[matched[name]], case_id))
-             for name in dataset.rois if name in matched}
+    masks = {name: _read_mask(files[matched[name]], case_id) for name in dataset.rois if name in matched}
     check_required_rois(dataset, list(masks), list(files), matched, folder, case_id)
     return masks
 

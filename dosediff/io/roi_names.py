@@ -1,10 +1,9 @@
-"""A source's ROI names -> the dataset's canonical ROIs, the same for DICOM and OpenKBP.
+"""A source's ROI names -> the dataset's canonical ROIs, one matcher for DICOM and OpenKBP.
 
-Names are compared ignoring case, spaces and underscores; dataset.aliases add names per
-canonical ROI, dataset.ignore_rois names to skip silently. Unknown names are a warning, not
-an error: clinical structure sets routinely hold helper structures (rings, optimisation
-volumes). Two names for one ROI, or one alias for two, are errors; so is a missing ROI of
-dataset.required_rois.
+Names compare ignoring case, spaces and underscores, with dataset.aliases; dataset.ignore_rois
+are skipped. Unknown names only warn (clinical structure sets hold helper structures: rings,
+optimisation volumes); two names for one ROI, one alias for two ROIs, or a missing ROI of
+dataset.required_rois are errors.
 """
 
 from __future__ import annotations
