@@ -1,7 +1,8 @@
 """Atomic writes: a temporary sibling that replaces the target only once it is complete, so
 a failure or a killed job never leaves a half-written file or folder behind.
 
-Temporaries are named `.<name>.tmp-<pid>`; those of a killed job (its process gone) are
+Temporaries are named `.<name>.tmp-<pid>` (plus a suffix where a writer picks its format
+from the extension); those of a killed job (its process gone) are
 removed the next time the same target is written, so they do not pile up.
 """
 
@@ -49,7 +50,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     if not path.parent.is_dir():
         return removed
     for tmp in path.parent.glob(f"{prefix}*"):
-        pid = tmp.name[len(prefix):]
+        pid = tmp.name[len(prefix):].split(".")[0]  # before any format suffix
         if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
             continue
         if tmp.is_dir() and not tmp.is_symlink():
@@ -61,13 +62,13 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 
 
 @contextmanager
-def atomic_file(path: Path, fsync: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside `path` that replaces it if the block succeeds; with
-    fsync, the data reach the disk before the rename makes them current."""
+def atomic_file(path: Path, fsync: bool = False, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path` (ending in `suffix`) that replaces it if the block
+    succeeds; with fsync, the data reach the disk before the rename makes them current."""
     path = _checked_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
     try:
         yield tmp
         if fsync:

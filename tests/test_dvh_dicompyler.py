@@ -17,7 +17,8 @@ import pydicom
 import pytest
 
 from dosediff.io.dicom import rasterize_roi, read_rtdose, read_rtstruct
-from dosediff.metrics.dvh import dose_at_percent, read_embedded_dvhs, roi_doses
+from dosediff.io.rtdose import read_embedded_dvhs
+from dosediff.metrics.dvh import dose_at_percent, roi_doses
 
 EXPECTED_CHECKED = {"Breast", "Heart", "Lt Lung", "Tumor Bed", "Tumor Bed Block"}
 

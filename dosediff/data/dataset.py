@@ -19,7 +19,6 @@ workers.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -78,48 +77,44 @@ def normalisation(exp: ExperimentConfig) -> dict[str, Any]:
     }
 
 
+def condition_key(condition: str) -> str | None:
+    """The HDF5 dataset holding a condition's channels (None for condition none)."""
+    return {"none": None, "mask": "masks"}.get(condition, condition)
+
+
+def check_case(path: Path, attrs: dict, names: list[str], condition: str, rois: list[str],
+               need_dose: bool = True) -> None:
+    """One preprocessed case (its attributes and dataset names) fits the experiment: ROI
+    channels in dataset.rois order, the condition's array present, a dose when training."""
+    stored = [str(n) for n in attrs.get("roi_names", [])]
+    if condition != "none" and stored != list(rois):
+        raise input_error(path, f"ROI channels {stored}", f"dataset.rois {list(rois)} in that order",
+                          "re-run preprocessing with the current dataset settings")
+    key = condition_key(condition)
+    if key is not None and key not in names:
+        raise input_error(path, f"no {key!r} array for condition {condition!r}", f"an HDF5 file with {key!r}",
+                          f"add {key} to preprocess.representations and re-run preprocessing")
+    if need_dose and "dose" not in names:
+        raise input_error(path, "no dose array", "a case with a planned dose for training",
+                          "move the case out of the train/validation split")
+
+
 class H5Slices:
-    """Per-slice reads of one case through `dosediff.data.h5.H5Case`, checked against the experiment."""
+    """Per-slice reads of one training case through `dosediff.data.h5.H5Case`, checked against the experiment."""
 
-    def __init__(self, path: Path, condition: str, rois: list[str], need_dose: bool = True):
-        import h5py
-
+    def __init__(self, path: Path, condition: str, rois: list[str]):
         self.path, self.condition = Path(path), condition
-        self._case: H5Case | None = H5Case(self.path)  # checks the schema version
-        self._pid = os.getpid()
-        names = [str(n) for n in self._case.attrs.get("roi_names", [])]
-        if condition != "none" and names != list(rois):
-            raise input_error(self.path, f"ROI channels {names}", f"dataset.rois {list(rois)} in that order",
-                              "re-run preprocessing with the current dataset settings")
-        key = self.condition_key
-        if key is not None and key not in self._case.names:
-            raise input_error(self.path, f"no {key!r} array for condition {condition!r}",
-                              f"an HDF5 file with {key!r}",
-                              f"add {key} to preprocess.representations and re-run preprocessing")
-        if need_dose and "dose" not in self._case.names:
-            raise input_error(self.path, "no dose array", "a case with a planned dose for training",
-                              "move the case out of the train/validation split")
+        self._case = H5Case(self.path)  # checks the schema version
+        check_case(self.path, self._case.attrs, self._case.names, condition, rois)
         self.shape = self._case.shape  # (Z, H, W)
         self.attrs = self._case.attrs  # grid and preprocessing attributes
-        with h5py.File(self.path, "r") as f:  # the body alone, not every array of every slice
-            self.body_per_slice = np.asarray(f["body"][...]).reshape(self.shape[0], -1).any(axis=1)
-
-    @property
-    def condition_key(self) -> str | None:
-        return {"none": None, "mask": "masks"}.get(self.condition, self.condition)
-
-    def _reader(self) -> H5Case:
-        if self._case is None or self._pid != os.getpid():  # a forked worker opens its own handle
-            self._case, self._pid = H5Case(self.path), os.getpid()
-        return self._case
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_case": None, "_pid": -1}
+        body = self._case.array("body")  # the body alone, not every array of every slice
+        self.body_per_slice = np.asarray(body).reshape(self.shape[0], -1).any(axis=1)
 
     def read(self, z: int) -> dict[str, np.ndarray]:
         """Slice z: ct (H, W) HU, dose (H, W) Gy, body (H, W), cond (K, H, W) in stored units."""
-        key = self.condition_key
-        arrays = self._reader().slice(z, ["ct", "dose", "body"] + ([key] if key else []))  # only what is used
+        key = condition_key(self.condition)
+        arrays = self._case.slice(z, ["ct", "dose", "body"] + ([key] if key else []))  # only what is used
         h, w = self.shape[1:]
         return {
             "ct": arrays["ct"].astype(np.float32),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -164,9 +165,13 @@ def _reading(path: Path) -> Iterator[h5py.File]:
         raise _damaged(Path(path)) from None
 
 
-def _decode(ds: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
-    scale = ds.attrs.get("scale")
+def _scaled(raw: np.ndarray, scale: float | None) -> np.ndarray:
+    """Stored values -> float32 in their unit for quantised distance maps; others as stored."""
     return raw.astype(np.float32) * np.float32(scale) if scale is not None else raw
+
+
+def _decode(ds: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
+    return _scaled(raw, ds.attrs.get("scale"))
 
 
 def read_case_h5(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -178,15 +183,17 @@ def read_case_h5(path: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 
 class H5Case:
-    """Lazy reader of one case: `slice(z)` returns every dataset's axial slice z.
+    """Lazy reader of one case: `slice(z)` returns every dataset's axial slice z, `array(name)`
+    one whole dataset; distance maps come as float32 in their unit.
 
-    The file opens on first use and stays open; the handle is dropped when pickled, so an
-    H5Case can be handed to DataLoader worker processes (each reopens its own handle).
+    The file opens on first slice and stays open in this process; a pickled or forked copy
+    (DataLoader workers) opens its own handle, as one h5py handle must not cross a fork.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._file: h5py.File | None = None
+        self._pid = os.getpid()
         with _reading(self.path) as f:
             self.attrs = {key: _from_attr(value) for key, value in f.attrs.items()}
             self.names = list(f.keys())
@@ -198,9 +205,14 @@ class H5Case:
         return self.shape[0]
 
     def _handle(self) -> h5py.File:
-        if self._file is None:
-            self._file = _open(self.path)
+        if self._file is None or self._pid != os.getpid():
+            self._file, self._pid = _open(self.path), os.getpid()
         return self._file
+
+    def array(self, name: str) -> np.ndarray:
+        """The whole dataset `name`, read with a handle of its own (the slice handle stays unopened)."""
+        with _reading(self.path) as f:
+            return _decode(f[name], f[name][()])
 
     def slice(self, z: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Axial slice z of the named datasets (default all): (H, W) for volumes, (K, H, W) for
@@ -212,17 +224,15 @@ class H5Case:
         for name in self.names if names is None else names:
             ds = f[name]
             try:
-                raw = ds[z] if ds.ndim == 3 else ds[:, z]
+                out[name] = _scaled(ds[z] if ds.ndim == 3 else ds[:, z], self._scale[name])
             except OSError:  # a chunk of a damaged file
                 raise _damaged(self.path) from None
-            scale = self._scale[name]
-            out[name] = raw.astype(np.float32) * np.float32(scale) if scale is not None else raw
         return out
 
     def close(self) -> None:
-        if self._file is not None:
+        if self._file is not None and self._pid == os.getpid():
             self._file.close()
-            self._file = None
+        self._file = None
 
     def __enter__(self) -> H5Case:
         return self
@@ -231,12 +241,4 @@ class H5Case:
         self.close()
 
     def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_file"] = None
-        return state
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except Exception:
-            pass
+        return {**self.__dict__, "_file": None}

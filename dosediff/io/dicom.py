@@ -3,17 +3,13 @@
 The readers live in dicom_ct.py (CT series), rtstruct.py (contours, rasteriser) and
 rtdose.py (dose, resampling); this module finds the files of one case and ties them together.
 
-Unknown ROI names are a warning, not an error: clinical structure sets routinely hold helper
-structures (rings, optimisation volumes) and stopping for each would make real exports
-unusable. The warning names the ROIs and says how to map (dataset.aliases) or silence
-(dataset.ignore_rois) them; ROIs the dataset cannot do without belong in
-dataset.required_rois, whose absence is an error that lists the file's unmatched names.
+ROI names are matched to the dataset by dosediff.io.roi_names (as for OpenKBP): unknown
+names are a warning, a missing ROI of dataset.required_rois an error.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +19,7 @@ from dosediff.config import DatasetConfig
 from dosediff.errors import InputError, input_error, warn
 from dosediff.io.dicom_ct import ct_from_datasets, number, read_ct_series, read_dataset
 from dosediff.io.rtdose import read_rtdose, resample_to, rtdose_from_dataset
+from dosediff.io.roi_names import check_required_rois, match_roi_names
 from dosediff.io.rtstruct import (rasterize_roi, read_rtstruct, referenced_series_uids,
                                   rtstruct_frame_of_reference, rtstruct_from_dataset)
 from dosediff.volume import Case, Geometry
@@ -54,7 +51,28 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig, strict_d
                           "structures and dose", "re-export the CT series from the scanner or planning system",
                           case=case_id)
     ct_what = f"{ct_for}, the CT series' frame of reference ({len(ct_items)} slices, e.g. {ct_path.name})"
+    rois, matched, where = _structures(files, ct_ds, ct_for, ct_what, folder, dataset, case_id)
 
+    dose_item = select_rtdose(files.get("RTDOSE", []), files.get("RTPLAN", []), ct_for, folder, case_id)
+    dose_src = _plan_dose(dose_item, ct_for, ct_what, strict_dose, case_id) if dose_item is not None else None
+
+    hu, geometry, uids = ct_from_datasets(ct_items, case_id)
+    masks = _masks(rois, matched, geometry, dataset, where, case_id)
+    dose = None
+    if dose_src is not None:
+        check_dose_overlap(dose_src[0], dose_src[1], geometry, dose_item[0], case_id)
+        dose = resample_to(dose_src[0], dose_src[1], geometry)  # (z, y, x) Gy on the CT grid
+    _log_prescription(files.get("RTPLAN", []), dose_src[2] if dose_src else None, dataset, case_id)
+    log.info(f"case {case_id}: CT {geometry.shape} at {tuple(round(s, 3) for s in geometry.spacing)} mm, "
+             f"ROIs {list(masks)}, dose {'none' if dose is None else f'max {dose.max():.2f} Gy'}")
+    return Case(case_id=case_id, geometry=geometry, ct=hu, dose=dose, masks=masks,
+                prescription_gy=float(dataset.prescription_gy), meta={"source": "dicom", **uids})
+
+
+def _structures(files: dict[str, list[Item]], ct_ds: Dataset, ct_for: str, ct_what: str, folder: Path,
+                dataset: DatasetConfig, case_id: str) -> tuple[dict[str, list[np.ndarray]], dict[str, str], Path]:
+    """The RTSTRUCT of the CT series: (contours by file ROI name, canonical -> file name, the
+    file or the folder when there is none); required ROIs without contours are an error."""
     struct = select_rtstruct(files.get("RTSTRUCT", []), str(ct_ds.get("SeriesInstanceUID", "")), ct_for,
                              folder, case_id)
     rois: dict[str, list[np.ndarray]] = {}
@@ -72,14 +90,17 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig, strict_d
     else:
         warn(folder, "no RTSTRUCT file", "the case has no ROI masks", case=case_id)
     where = struct[0] if struct is not None else folder
-    empty = [canon for canon, name in matched.items() if not rois[name]]
-    _check_required(dataset, [c for c in matched if c not in empty], rois, matched, where, case_id)
+    present = [canon for canon, name in matched.items() if rois[name]]
+    check_required_rois(dataset, present, list(rois), matched, where, case_id)
+    return rois, matched, where
 
-    dose_item = select_rtdose(files.get("RTDOSE", []), files.get("RTPLAN", []), ct_for, folder, case_id)
-    dose_src = _plan_dose(dose_item, ct_for, ct_what, strict_dose, case_id) if dose_item is not None else None
 
-    hu, geometry, uids = ct_from_datasets(ct_items, case_id)
+def _masks(rois: dict[str, list[np.ndarray]], matched: dict[str, str], geometry: Geometry,
+           dataset: DatasetConfig, where: Path, case_id: str) -> dict[str, np.ndarray]:
+    """Rasterised masks in dataset.rois order; ROIs without contours on the grid are left out
+    (a warning, an error when required)."""
     masks: dict[str, np.ndarray] = {}
+    empty = [canon for canon, name in matched.items() if not rois[name]]
     for canon in dataset.rois:
         if canon not in matched or canon in empty:
             continue
@@ -91,17 +112,8 @@ def read_dicom_case(folder: Path, case_id: str, dataset: DatasetConfig, strict_d
     if empty:
         names = {c: matched[c] for c in empty}
         warn(where, f"ROIs {names} have no contours on the CT grid", "left out of the case", case=case_id)
-        _check_required(dataset, list(masks), rois, matched, where, case_id)
-
-    dose = None
-    if dose_src is not None:
-        check_dose_overlap(dose_src[0], dose_src[1], geometry, dose_item[0], case_id)
-        dose = resample_to(dose_src[0], dose_src[1], geometry)  # (z, y, x) Gy on the CT grid
-    _log_prescription(files.get("RTPLAN", []), dose_src[2] if dose_src else None, dataset, case_id)
-    log.info(f"case {case_id}: CT {geometry.shape} at {tuple(round(s, 3) for s in geometry.spacing)} mm, "
-             f"ROIs {list(masks)}, dose {'none' if dose is None else f'max {dose.max():.2f} Gy'}")
-    return Case(case_id=case_id, geometry=geometry, ct=hu, dose=dose, masks=masks,
-                prescription_gy=float(dataset.prescription_gy), meta={"source": "dicom", **uids})
+        check_required_rois(dataset, list(masks), list(rois), matched, where, case_id)
+    return masks
 
 
 def check_dose_overlap(dose: np.ndarray, src: Geometry, ct: Geometry, path: Path, case_id: str) -> float:
@@ -250,59 +262,6 @@ def _summation(ds: Dataset) -> str:
 
 def _plan_refs(ds: Dataset) -> set[str]:
     return {str(item.get("ReferencedSOPInstanceUID", "")) for item in ds.get("ReferencedRTPlanSequence", [])}
-
-
-def normalise_roi_name(name: str) -> str:
-    """Name as compared with the config: case, whitespace and underscores ignored."""
-    return re.sub(r"[\s_]+", "", str(name)).lower()
-
-
-def match_roi_names(names: list[str], dataset: DatasetConfig, path: Path, case_id: str) -> dict[str, str]:
-    """Canonical ROI name -> the RTSTRUCT's name for it; warns about names that map to nothing."""
-    lookup: dict[str, str] = {}
-    for canon in dataset.rois:
-        for name in [canon, *dataset.aliases.get(canon, [])]:
-            key = normalise_roi_name(name)
-            if lookup.get(key, canon) != canon:
-                raise input_error("setting dataset.aliases", f"{name!r} names both {lookup[key]} and {canon}",
-                                  "each name (ignoring case, spaces and underscores) to stand for one ROI",
-                                  "remove the duplicate alias", case=case_id)
-            lookup[key] = canon
-    ignored = {normalise_roi_name(n) for n in dataset.ignore_rois}
-    matched: dict[str, str] = {}
-    unknown = []
-    for name in names:
-        key = normalise_roi_name(name)
-        if key in ignored:
-            continue
-        canon = lookup.get(key)
-        if canon is None:
-            unknown.append(name)
-        elif canon in matched:
-            raise input_error(path, f"ROIs {matched[canon]!r} and {name!r} both stand for {canon}",
-                              f"one ROI per canonical name of dataset {dataset.name!r}",
-                              "list the one not to use in dataset.ignore_rois", case=case_id)
-        else:
-            matched[canon] = name
-    if unknown:
-        warn(path, f"ROI names {unknown} match no ROI of dataset {dataset.name!r} {dataset.rois}",
-             f"skipped. Fix: to use one, add it to dataset.aliases under its canonical name (e.g. aliases: "
-             f"{{<ROI of dataset.rois>: [{unknown[0]!r}]}}); to silence this, list it in dataset.ignore_rois",
-             case=case_id)
-    return matched
-
-
-def _check_required(dataset: DatasetConfig, present: list[str], rois: dict, matched: dict[str, str],
-                    where: Path, case_id: str) -> None:
-    missing = [r for r in dataset.required_rois if r not in present]
-    if missing:
-        unmatched = [n for n in rois if n not in matched.values()]
-        empty = {r: matched[r] for r in missing if r in matched}
-        raise input_error(where, f"required ROIs {missing} are missing or empty (matched but without "
-                          f"contours on the CT: {empty}; the file's unmatched ROIs: {unmatched})",
-                          "every ROI of dataset.required_rois, under its name or an alias, with contours on the CT", "if one of the file's names is it, add that name to "
-                          "dataset.aliases; otherwise contour it and export again, or list the case in "
-                          "dataset.exclude_cases", case=case_id)
 
 
 def _log_prescription(plans: list[Item], dose_refs: dict | None, dataset: DatasetConfig, case_id: str) -> None:

@@ -1,6 +1,6 @@
 """CT series -> HU volume + Geometry, and the DICOM file helpers the RT readers share.
 
-Geometry follows FACTS.md: slices are sorted by ImagePositionPatient projected on the slice
+Geometry (DICOM PS3.3 C.7.6.2, Image Plane Module): slices are sorted by ImagePositionPatient projected on the slice
 normal (row x column direction of ImageOrientationPatient); the slice spacing comes from the
 positions, never from SliceThickness or SliceLocation; HU from RescaleSlope/Intercept.
 """
@@ -165,6 +165,42 @@ def _same(items: list[tuple[Path, Dataset]], keyword: str, case_id: str, atol: f
 
 def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[np.ndarray, Geometry, dict]:
     """read_ct_series on already-read datasets (see there)."""
+    _check_series(items, case_id)
+    path0, ds0 = items[0]
+    row, col, normal = orientation(ds0, path0, case_id)
+    spacing = spacing_yx(ds0, path0, case_id)  # [row spacing (y), column spacing (x)]
+    for path, ds in items:
+        tilt = number(ds, "GantryDetectorTilt", path, case_id, default=0.0)
+        if abs(tilt) > 1e-3:
+            raise input_error(path, f"GantryDetectorTilt {tilt:g} degrees", "an untilted CT (0 degrees)",
+                              "reconstruct or resample the CT without gantry tilt before ingest", case=case_id)
+
+    ipp = np.stack([floats(ds, "ImagePositionPatient", 3, p, case_id) for p, ds in items])  # (n, 3) mm
+    along = ipp @ normal  # (n,) position along the slice normal, mm
+    order = np.argsort(along, kind="stable")
+    items = [items[i] for i in order]
+    ipp, along = ipp[order], along[order]
+    _check_no_drift(items, ipp, along, normal, case_id)
+    step = _uniform_step(items, along, case_id)
+    hu = _hu_volume(items, case_id)
+    geometry = Geometry(
+        shape=hu.shape,
+        spacing=(step, float(spacing[0]), float(spacing[1])),
+        origin=tuple(ipp[0]),
+        direction=direction_of(row, col, normal),
+    )
+    uids = {
+        "study_uid": str(ds0.get("StudyInstanceUID", "")),
+        "series_uid": str(ds0.get("SeriesInstanceUID", "")),
+        "frame_of_reference_uid": str(ds0.get("FrameOfReferenceUID", "")),
+        "ct_sop_uids": [str(ds.get("SOPInstanceUID", "")) for _, ds in items],
+    }
+    log.debug(f"case {case_id}: CT series of {hu.shape[0]} slices, spacing {geometry.spacing} mm")
+    return hu, geometry, uids
+
+
+def _check_series(items: list[tuple[Path, Dataset]], case_id: str) -> None:
+    """At least two single-frame CT slices of one series, one grid and one orientation."""
     if not items:
         raise input_error("CT series", "no CT files", "a CT series of at least 2 slices",
                           "add the CT series to the case folder", case=case_id)
@@ -182,30 +218,18 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
     _same(items, "ImageOrientationPatient", case_id, atol=1e-4)
     _same(items, "PixelSpacing", case_id, atol=1e-4)
 
-    path0, ds0 = items[0]
-    row, col, normal = orientation(ds0, path0, case_id)
-    spacing = spacing_yx(ds0, path0, case_id)  # [row spacing (y), column spacing (x)]
-    for path, ds in items:
-        tilt = number(ds, "GantryDetectorTilt", path, case_id, default=0.0)
-        if abs(tilt) > 1e-3:
-            raise input_error(path, f"GantryDetectorTilt {tilt:g} degrees", "an untilted CT (0 degrees)",
-                              "reconstruct or resample the CT without gantry tilt before ingest", case=case_id)
 
-    ipp = np.stack([floats(ds, "ImagePositionPatient", 3, p, case_id) for p, ds in items])  # (n, 3) mm
-    along = ipp @ normal  # (n,) position along the slice normal, mm
-    order = np.argsort(along, kind="stable")
-    items = [items[i] for i in order]
-    ipp, along = ipp[order], along[order]
+def _check_no_drift(items: list[tuple[Path, Dataset]], ipp: np.ndarray, along: np.ndarray, normal: np.ndarray,
+                    case_id: str) -> None:
+    """Sorted slices: no two at one position, and no in-plane drift of the slice corners along
+    the stack (gantry tilt or a sheared grid)."""
     names = [p.name for p, _ in items]
-
-    diffs = np.diff(along)  # (n-1,) mm
-    dup = np.flatnonzero(diffs < STEP_TOL_MM)
+    dup = np.flatnonzero(np.diff(along) < STEP_TOL_MM)
     if dup.size:
         i = int(dup[0])
         raise input_error(items[i + 1][0], f"same slice position ({along[i]:.3f} mm) as {names[i]}",
                           "one slice per position", f"remove the duplicate slice ({names[i + 1]} or {names[i]})",
                           case=case_id)
-    # In-plane drift of the slice corners along the stack = gantry tilt (or a sheared grid).
     rel = ipp - ipp[0]  # (n, 3) mm
     lateral = np.linalg.norm(rel - np.outer(along - along[0], normal), axis=1)  # (n,) mm
     allowed = np.maximum(STEP_TOL_MM, TILT_TOL * np.abs(along - along[0]))
@@ -217,6 +241,11 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
                           "slice positions along the normal of ImageOrientationPatient (no gantry tilt)",
                           "reconstruct or resample the CT without gantry tilt before ingest", case=case_id)
 
+
+def _uniform_step(items: list[tuple[Path, Dataset]], along: np.ndarray, case_id: str) -> float:
+    """The slice step (mm) of sorted slices: no missing slice, steps uniform within tolerance."""
+    names = [p.name for p, _ in items]
+    diffs = np.diff(along)  # (n-1,) mm
     usual = float(np.median(diffs))
     gaps = np.flatnonzero(diffs > 1.5 * usual)
     if gaps.size:
@@ -234,8 +263,12 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
                           f"uniform slice spacing (within {step_tolerance(usual):.3f} mm)",
                           "resample the CT to uniform slice spacing, or export a series with uniform spacing",
                           case=case_id)
-    step = float((along[-1] - along[0]) / (len(along) - 1))
+    return float((along[-1] - along[0]) / (len(along) - 1))
 
+
+def _hu_volume(items: list[tuple[Path, Dataset]], case_id: str) -> np.ndarray:
+    """(z, y, x) int16 HU of sorted slices; values beyond int16 are clipped with a warning."""
+    path0, ds0 = items[0]
     rows, cols = integer(ds0, "Rows", path0, case_id), integer(ds0, "Columns", path0, case_id)
     check_volume_size((len(items), rows, cols), path0, case_id)
     hu = np.empty((len(items), rows, cols), dtype=np.int16)  # (z, y, x) HU
@@ -253,18 +286,4 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
     if clipped:
         warn(items[0][0].parent, f"{clipped} CT voxels outside the int16 range", "clipped to [-32768, 32767] HU",
              case=case_id)
-
-    geometry = Geometry(
-        shape=hu.shape,
-        spacing=(step, float(spacing[0]), float(spacing[1])),
-        origin=tuple(ipp[0]),
-        direction=direction_of(row, col, normal),
-    )
-    uids = {
-        "study_uid": str(ds0.get("StudyInstanceUID", "")),
-        "series_uid": str(ds0.get("SeriesInstanceUID", "")),
-        "frame_of_reference_uid": str(ds0.get("FrameOfReferenceUID", "")),
-        "ct_sop_uids": [str(ds.get("SOPInstanceUID", "")) for _, ds in items],
-    }
-    log.debug(f"case {case_id}: CT series of {hu.shape[0]} slices, spacing {geometry.spacing} mm")
-    return hu, geometry, uids
+    return hu

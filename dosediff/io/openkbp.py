@@ -1,6 +1,6 @@
 """OpenKBP patient folder (sparse CSV, plain or .xz) -> Case, and a dose back to the official CSV.
 
-File format (FACTS.md "OpenKBP"): header row `,data`, then `flat_index,value` rows, the index
+File format (the open-kbp repository, Babier et al., Med. Phys. 2021): header row `,data`, then `flat_index,value` rows, the index
 0-based in C order into a 128x128x128 array; mask files (ROIs, possible_dose_mask) leave the
 value empty; a ROI the patient lacks has no file. `voxel_dimensions.csv` holds three lengths
 in mm: (in-plane, in-plane, slice).
@@ -28,6 +28,7 @@ import pandas as pd
 from dosediff.atomic import atomic_file
 from dosediff.config import DatasetConfig
 from dosediff.errors import input_error, warn
+from dosediff.io.roi_names import check_required_rois, match_roi_names
 from dosediff.io.rtdose import MAX_DOSE_GY
 from dosediff.volume import Case, Geometry
 
@@ -132,8 +133,8 @@ def _dense(index: np.ndarray, values: np.ndarray | float, dtype: type, fill: flo
 
 
 def from_openkbp_array(arr: np.ndarray) -> np.ndarray:
-    """OpenKBP (axis0 A->P, axis1 R->L, axis2 S->I) array -> Case (z, y, x) array (a view)."""
-    return arr.transpose(2, 0, 1)
+    """OpenKBP (axis0 A->P, axis1 R->L, axis2 S->I) array -> Case (z, y, x) array (C-contiguous)."""
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def to_openkbp_array(arr_zyx: np.ndarray) -> np.ndarray:
@@ -158,21 +159,13 @@ def _read_spacing(path: Path, case_id: str) -> tuple[float, float, float]:
     return (dims[2], dims[0], dims[1])
 
 
-def _roi_lookup(dataset: DatasetConfig) -> dict[str, str]:
-    """File stem (lower case) -> canonical ROI name, from dataset.rois and dataset.aliases."""
-    lookup = {name.lower(): name for name in dataset.rois}
-    for canonical, others in dataset.aliases.items():
-        for other in others:
-            lookup[other.lower()] = canonical
-    return lookup
-
-
 def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, require_dose: bool = True) -> Case:
     """Read one OpenKBP patient folder (plain `.csv` or `.csv.xz`) into a Case on the 128^3 grid.
 
     CT: int16 HU (file value - 1024; voxels absent from the file are air, -1024 HU; values that
     would overflow int16 are clipped with a warning). Dose: float32 Gy as written. ROI masks in
-    dataset.rois order (aliases mapped); possible_dose_mask kept as Case.possible_dose.
+    dataset.rois order (names matched by dosediff.io.roi_names); possible_dose_mask kept as
+    Case.possible_dose.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -183,7 +176,18 @@ def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
         raise input_error(folder / "voxel_dimensions.csv", "file missing", "voxel sizes in mm for this patient",
                           "copy voxel_dimensions.csv(.xz) from the open-kbp repository into the folder", case=case_id)
     spacing = _read_spacing(dims_path, case_id)
+    ct = _read_ct(folder, case_id)
+    dose = _read_dose(folder, case_id, require_dose)
+    pdm_path = _find(folder, "possible_dose_mask")
+    possible = None if pdm_path is None else _read_mask(pdm_path, case_id)
+    masks = _read_rois(folder, dataset, case_id)
+    geometry = Geometry(shape=(SHAPE[2], SHAPE[0], SHAPE[1]), spacing=spacing, origin=(0.0, 0.0, 0.0),
+                        direction=DIRECTION)
+    return Case(case_id=case_id, geometry=geometry, ct=ct, dose=dose, masks=masks, possible_dose=possible,
+                prescription_gy=dataset.prescription_gy, meta={"source": "openkbp"})
 
+
+def _read_ct(folder: Path, case_id: str) -> np.ndarray:
     ct_path = _find(folder, "ct")
     if ct_path is None:
         raise input_error(folder / "ct.csv", "file missing", "the patient's CT as ct.csv or ct.csv.xz",
@@ -195,60 +199,41 @@ def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
         warn(ct_path, f"CT values outside int16 HU range ({hu.min():.0f}..{hu.max():.0f} HU)",
              f"clipped to {info.min}..{info.max} HU", case=case_id)
         hu = np.clip(hu, info.min, info.max)
-    ct = from_openkbp_array(_dense(index, hu.astype(np.int16), np.int16, fill=AIR_HU))
+    return from_openkbp_array(_dense(index, hu.astype(np.int16), np.int16, fill=AIR_HU))
 
-    dose = None
+
+def _read_dose(folder: Path, case_id: str, require_dose: bool) -> np.ndarray | None:
     dose_path = _find(folder, "dose")
-    if dose_path is not None:
-        index, values = _read_sparse(dose_path, case_id, is_mask=False)
-        _check_dose(dose_path, values, case_id)
-        dose = from_openkbp_array(_dense(index, values.astype(np.float32), np.float32))
-    elif require_dose:
-        raise input_error(folder / "dose.csv", "file missing", "the planned dose as dose.csv or dose.csv.xz",
-                          "add the dose file, or read the folder as a new case without dose (require_dose=False)",
-                          case=case_id)
+    if dose_path is None:
+        if require_dose:
+            raise input_error(folder / "dose.csv", "file missing", "the planned dose as dose.csv or dose.csv.xz",
+                              "add the dose file, or read the folder as a new case without dose "
+                              "(require_dose=False)", case=case_id)
+        return None
+    index, values = _read_sparse(dose_path, case_id, is_mask=False)
+    _check_dose(dose_path, values, case_id)
+    return from_openkbp_array(_dense(index, values.astype(np.float32), np.float32))
 
-    possible = None
-    pdm_path = _find(folder, "possible_dose_mask")
-    if pdm_path is not None:
-        index, _ = _read_sparse(pdm_path, case_id, is_mask=True)
-        possible = from_openkbp_array(_dense(index, 1, np.uint8))
 
-    lookup = _roi_lookup(dataset)
-    ignored = {n.lower() for n in dataset.ignore_rois}
-    found: dict[str, np.ndarray] = {}
-    sources: dict[str, Path] = {}
+def _read_mask(path: Path, case_id: str) -> np.ndarray:
+    index, _ = _read_sparse(path, case_id, is_mask=True)
+    return from_openkbp_array(_dense(index, 1, np.uint8))
+
+
+def _read_rois(folder: Path, dataset: DatasetConfig, case_id: str) -> dict[str, np.ndarray]:
+    """The ROI files matched to dataset.rois, in that order; required ROIs must be present."""
+    files: dict[str, Path] = {}  # file stem -> file
     for path in sorted(folder.iterdir()):
         stem = _stem(path)
-        if stem is None or stem in RESERVED or stem.lower() in ignored:
+        if stem is None or stem in RESERVED:
             continue
         if path.name.endswith(".xz") and (folder / path.name[:-3]).is_file():
             continue  # both forms present: the plain file is read instead
-        canonical = lookup.get(stem.lower())
-        if canonical is None:
-            warn(path, f"ROI {stem!r} is not in dataset.rois or its aliases", "the ROI is skipped", case=case_id)
-            continue
-        if canonical in sources:  # e.g. ptv70.csv beside PTV70.csv: which one is meant is unknown
-            raise input_error(path, f"a second file for ROI {canonical} (the other: {sources[canonical].name})",
-                              "one file per ROI (names compared ignoring case, aliases included)",
-                              "remove the file that does not belong to this patient", case=case_id)
-        sources[canonical] = path
-        index, _ = _read_sparse(path, case_id, is_mask=True)
-        found[canonical] = from_openkbp_array(_dense(index, 1, np.uint8))
-    masks = {name: np.ascontiguousarray(found[name]) for name in dataset.rois if name in found}
-
-    geometry = Geometry(shape=(SHAPE[2], SHAPE[0], SHAPE[1]), spacing=spacing, origin=(0.0, 0.0, 0.0),
-                        direction=DIRECTION)
-    return Case(
-        case_id=case_id,
-        geometry=geometry,
-        ct=np.ascontiguousarray(ct),
-        dose=None if dose is None else np.ascontiguousarray(dose),
-        masks=masks,
-        possible_dose=None if possible is None else np.ascontiguousarray(possible),
-        prescription_gy=dataset.prescription_gy,
-        meta={"source": "openkbp"},
-    )
+        files[stem] = path
+    matched = match_roi_names(list(files), dataset, folder, case_id, item="file")
+    masks = {name: _read_mask(files[matched[name]], case_id) for name in dataset.rois if name in matched}
+    check_required_rois(dataset, list(masks), list(files), matched, folder, case_id)
+    return masks
 
 
 def write_openkbp_dose_csv(dose_zyx: np.ndarray, path: Path) -> None:

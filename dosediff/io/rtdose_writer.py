@@ -58,12 +58,24 @@ def write_rtdose(
     scaling = max(float(dose.max()), 1e-6) / (UINT32_MAX - 1)
     pixels = np.rint(dose / scaling).astype(np.uint32)  # (z, y, x)
 
-    matrix = geometry.matrix  # columns: physical directions of index x, y, z
-    dz = geometry.spacing[0]
-    normal = np.cross(matrix[:, 0], matrix[:, 1])
-    # Offsets along the row x column normal: negative when the z axis runs against it.
-    offsets = np.arange(geometry.shape[0]) * dz * float(np.sign(normal @ matrix[:, 2]))
+    ds = _header(refs, description)
+    _dose_grid(ds, geometry)
+    ds.DoseComment = description[:64]
+    ds.DoseGridScaling = _ds(scaling)
+    if refs.get("ct_sop_uids"):
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
+        ref.ReferencedSOPInstanceUID = refs["ct_sop_uids"][0]
+        ds.ReferencedImageSequence = Sequence([ref])
+    ds.PixelData = pixels.tobytes()
 
+    with atomic_file(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+
+
+def _header(refs: dict, description: str) -> Dataset:
+    """File meta, patient (left empty), study and series of a new RTDOSE on the CT's study
+    and frame of reference."""
     now = dt.datetime.now()
     sop_uid = generate_uid()
     meta = FileMetaDataset()
@@ -93,7 +105,16 @@ def write_rtdose(
     ds.Manufacturer = "dosediff"
     ds.SoftwareVersions = __version__
     ds.SeriesDescription = description[:64]
+    return ds
 
+
+def _dose_grid(ds: Dataset, geometry: Geometry) -> None:
+    """The multi-frame image and grid attributes of a uint32 physical plan dose in Gy."""
+    matrix = geometry.matrix  # columns: physical directions of index x, y, z
+    dz = geometry.spacing[0]
+    normal = np.cross(matrix[:, 0], matrix[:, 1])
+    # Offsets along the row x column normal: negative when the z axis runs against it.
+    offsets = np.arange(geometry.shape[0]) * dz * float(np.sign(normal @ matrix[:, 2]))
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.NumberOfFrames = geometry.shape[0]
@@ -110,14 +131,3 @@ def write_rtdose(
     ds.DoseUnits = "GY"
     ds.DoseType = "PHYSICAL"
     ds.DoseSummationType = "PLAN"
-    ds.DoseComment = description[:64]
-    ds.DoseGridScaling = _ds(scaling)
-    if refs.get("ct_sop_uids"):
-        ref = Dataset()
-        ref.ReferencedSOPClassUID = CT_IMAGE_STORAGE
-        ref.ReferencedSOPInstanceUID = refs["ct_sop_uids"][0]
-        ds.ReferencedImageSequence = Sequence([ref])
-    ds.PixelData = pixels.tobytes()
-
-    with atomic_file(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)

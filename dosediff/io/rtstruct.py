@@ -1,6 +1,6 @@
 """RTSTRUCT -> contours in patient mm, and contours -> a voxel mask on any grid.
 
-Rasterisation (FACTS.md): each planar contour goes to the slice nearest to it along the
+Rasterisation (checked voxel for voxel against the IBSI reference masks): each planar contour goes to the slice nearest to it along the
 grid's slice axis; in-plane, a voxel is inside when its centre is inside the polygon by the
 even-odd rule, so several contours on one slice combine by XOR (holes).
 """

@@ -113,18 +113,7 @@ def gamma_pass_rate(reference: np.ndarray, predicted: np.ndarray, spacing_mm: Se
     if not norm > 0:
         return GammaResult(math.nan, 0, 0, norm, cutoff, gamma)
 
-    select = ref >= cutoff
-    if body is not None and cfg.restrict_to_body:
-        if tuple(np.shape(body)) != ref.shape:
-            raise input_error("body mask", f"shape {np.shape(body)} differs from the dose's {ref.shape}",
-                              "the dose grid", "use the body mask of the same case", case=case)
-        select &= np.asarray(body).astype(bool)
-    if cfg.max_points is not None and np.count_nonzero(select) > cfg.max_points:
-        flat = np.flatnonzero(select)
-        keep = np.random.default_rng(cfg.seed).choice(flat, size=cfg.max_points, replace=False)
-        select = np.zeros(ref.size, dtype=bool)
-        select[keep] = True
-        select = select.reshape(ref.shape)
+    select = _evaluated_points(ref, cutoff, body, cfg, case)
     n_eval = int(np.count_nonzero(select))
     if n_eval == 0:
         return GammaResult(math.nan, 0, 0, norm, cutoff, gamma)
@@ -149,3 +138,22 @@ def gamma_pass_rate(reference: np.ndarray, predicted: np.ndarray, spacing_mm: Se
     nan_points = int(np.count_nonzero(np.isnan(values)))
     passed = int(np.count_nonzero(values <= 1.0))  # NaN compares False: counted as failing
     return GammaResult(100.0 * passed / n_eval, n_eval, nan_points, norm, cutoff, gamma)
+
+
+def _evaluated_points(ref: np.ndarray, cutoff: float, body: np.ndarray | None, cfg: GammaConfig,
+                      case: str | None) -> np.ndarray:
+    """Reference points evaluated: dose >= cutoff, inside the body if so configured, at most
+    cfg.max_points of them drawn with cfg.seed."""
+    select = ref >= cutoff
+    if body is not None and cfg.restrict_to_body:
+        if tuple(np.shape(body)) != ref.shape:
+            raise input_error("body mask", f"shape {np.shape(body)} differs from the dose's {ref.shape}",
+                              "the dose grid", "use the body mask of the same case", case=case)
+        select &= np.asarray(body).astype(bool)
+    if cfg.max_points is not None and np.count_nonzero(select) > cfg.max_points:
+        flat = np.flatnonzero(select)
+        keep = np.random.default_rng(cfg.seed).choice(flat, size=cfg.max_points, replace=False)
+        select = np.zeros(ref.size, dtype=bool)
+        select[keep] = True
+        select = select.reshape(ref.shape)
+    return select

@@ -123,6 +123,23 @@ def _ct_slice(patient: PhantomPatient, uids: _Uids, k: int) -> Dataset:
     return ds
 
 
+def _image_ref(uids: _Uids, k: int) -> Dataset:
+    """Reference to CT slice k."""
+    item = Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = CT_STORAGE, uids.ct[k]
+    return item
+
+
+def _contour(poly: np.ndarray, uids: _Uids, z0: float, dz: float) -> Dataset:
+    """One closed planar contour ((n, 3) x, y, z mm) on the CT slice it lies on."""
+    c = Dataset()
+    c.ContourImageSequence = [_image_ref(uids, int(round((poly[0, 2] - z0) / dz)))]
+    c.ContourGeometricType = "CLOSED_PLANAR"
+    c.NumberOfContourPoints = len(poly)
+    c.ContourData = [_ds(v, 2) for v in poly.ravel()]  # x, y, z triplets, mm
+    return c
+
+
 def _rtstruct(patient: PhantomPatient, uids: _Uids) -> Dataset:
     g = patient.geometry
     z0, dz = g.origin[2], g.spacing[0]
@@ -132,14 +149,9 @@ def _rtstruct(patient: PhantomPatient, uids: _Uids) -> Dataset:
     ds.StructureSetDate, ds.StructureSetTime = STUDY_DATE, "120000"
     ds.InstanceNumber = 1
 
-    def image_ref(k: int) -> Dataset:
-        item = Dataset()
-        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = CT_STORAGE, uids.ct[k]
-        return item
-
     series = Dataset()
     series.SeriesInstanceUID = uids.ct_series
-    series.ContourImageSequence = [image_ref(k) for k in range(g.shape[0])]
+    series.ContourImageSequence = [_image_ref(uids, k) for k in range(g.shape[0])]
     study = Dataset()
     study.ReferencedSOPClassUID, study.ReferencedSOPInstanceUID = STUDY_COMPONENT_MANAGEMENT, uids.study
     study.RTReferencedSeriesSequence = [series]
@@ -157,19 +169,10 @@ def _rtstruct(patient: PhantomPatient, uids: _Uids) -> Dataset:
         item.ROINumber, item.ReferencedFrameOfReferenceUID = number, uids.frame
         item.ROIName, item.ROIGenerationAlgorithm = written, "MANUAL"
         structure_set.append(item)
-        contours = []
-        for poly in polygons:
-            k = int(round((poly[0, 2] - z0) / dz))
-            c = Dataset()
-            c.ContourImageSequence = [image_ref(k)]
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(poly)
-            c.ContourData = [_ds(v, 2) for v in poly.ravel()]  # x, y, z triplets, mm
-            contours.append(c)
         rc = Dataset()
         rc.ROIDisplayColor = COLOURS[canonical]
         rc.ReferencedROINumber = number
-        rc.ContourSequence = contours
+        rc.ContourSequence = [_contour(poly, uids, z0, dz) for poly in polygons]
         roi_contours.append(rc)
         obs = Dataset()
         obs.ObservationNumber, obs.ReferencedROINumber = number, number
@@ -253,32 +256,7 @@ def _rtplan(patient: PhantomPatient, uids: _Uids) -> Dataset:
     iso = [_ds(v, 2) for v in patient.isocenter_mm]
     beams, refs = [], []
     for number, angle in enumerate(patient.gantry_deg, start=1):
-        beam = Dataset()
-        beam.BeamNumber, beam.BeamName = number, f"G{angle:g}"
-        beam.BeamType, beam.RadiationType = "STATIC", "PHOTON"
-        beam.TreatmentMachineName = "PHANTOM-LINAC"
-        beam.PrimaryDosimeterUnit = "MU"
-        beam.SourceAxisDistance = "1000"
-        beam.TreatmentDeliveryType = "TREATMENT"
-        beam.NumberOfWedges = beam.NumberOfCompensators = beam.NumberOfBoli = beam.NumberOfBlocks = 0
-        beam.ReferencedPatientSetupNumber = 1
-        beam.FinalCumulativeMetersetWeight = "1"
-        beam.NumberOfControlPoints = 2
-        points = []
-        for index in (0, 1):
-            cp = Dataset()
-            cp.ControlPointIndex = index
-            cp.CumulativeMetersetWeight = str(index)
-            if index == 0:
-                cp.NominalBeamEnergy = "6"
-                cp.GantryAngle = _ds(angle, 2)
-                cp.GantryRotationDirection = "NONE"
-                cp.BeamLimitingDeviceAngle = "0"
-                cp.PatientSupportAngle = "0"
-                cp.IsocenterPosition = iso
-            points.append(cp)
-        beam.ControlPointSequence = points
-        beams.append(beam)
+        beams.append(_beam(number, angle, iso))
         rb = Dataset()
         rb.ReferencedBeamNumber = number
         refs.append(rb)
@@ -291,6 +269,37 @@ def _rtplan(patient: PhantomPatient, uids: _Uids) -> Dataset:
     ds.FractionGroupSequence = [group]
     ds.BeamSequence = beams
     return ds
+
+
+def _beam(number: int, angle: float, iso: list[str]) -> Dataset:
+    """One static 6 MV photon beam at gantry `angle`: two control points, the first holding
+    the geometry."""
+    beam = Dataset()
+    beam.BeamNumber, beam.BeamName = number, f"G{angle:g}"
+    beam.BeamType, beam.RadiationType = "STATIC", "PHOTON"
+    beam.TreatmentMachineName = "PHANTOM-LINAC"
+    beam.PrimaryDosimeterUnit = "MU"
+    beam.SourceAxisDistance = "1000"
+    beam.TreatmentDeliveryType = "TREATMENT"
+    beam.NumberOfWedges = beam.NumberOfCompensators = beam.NumberOfBoli = beam.NumberOfBlocks = 0
+    beam.ReferencedPatientSetupNumber = 1
+    beam.FinalCumulativeMetersetWeight = "1"
+    beam.NumberOfControlPoints = 2
+    points = []
+    for index in (0, 1):
+        cp = Dataset()
+        cp.ControlPointIndex = index
+        cp.CumulativeMetersetWeight = str(index)
+        if index == 0:
+            cp.NominalBeamEnergy = "6"
+            cp.GantryAngle = _ds(angle, 2)
+            cp.GantryRotationDirection = "NONE"
+            cp.BeamLimitingDeviceAngle = "0"
+            cp.PatientSupportAngle = "0"
+            cp.IsocenterPosition = iso
+        points.append(cp)
+    beam.ControlPointSequence = points
+    return beam
 
 
 @contextmanager

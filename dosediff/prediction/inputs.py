@@ -1,7 +1,7 @@
 """One preprocessed case -> the normalised network inputs of the slices that can receive dose.
 
 Normalisation goes through dosediff.data.dataset (normalise_ct, normalise_condition) and the
-HDF5 is checked with its H5Slices (ROI order, condition array present), so training and
+HDF5 is checked with its check_case (ROI order, condition array present), so training and
 prediction see identical inputs.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dosediff.data.dataset import H5Slices, normalise_condition, normalise_ct
+from dosediff.data.dataset import check_case, condition_key, normalise_condition, normalise_ct
 from dosediff.data.h5 import read_case_h5
 from dosediff.errors import input_error
 from dosediff.experiment import ExperimentConfig
@@ -45,9 +45,9 @@ def load_case_inputs(h5_path: Path, exp: ExperimentConfig, rois: list[str],
                      image_size: list[int] | None = None) -> CaseInputs:
     """Read and check one HDF5 case and build the normalised inputs of its dose-receiving slices."""
     h5_path = Path(h5_path)
-    checked = H5Slices(h5_path, exp.condition, rois, need_dose=False)  # schema, ROI order, condition array
-    key = checked.condition_key
-    arrays, attrs = read_case_h5(h5_path)
+    arrays, attrs = read_case_h5(h5_path)  # checks the schema version
+    check_case(h5_path, attrs, list(arrays), exp.condition, rois, need_dose=False)
+    key = condition_key(exp.condition)
     z, h, w = (int(v) for v in arrays["ct"].shape)
     if image_size is not None and [h, w] != [int(v) for v in image_size]:
         raise input_error(h5_path, f"slices of {h}x{w}", f"the {image_size[0]}x{image_size[1]} slices the model "

@@ -1,19 +1,20 @@
 """Stored-grid dose -> original CT grid, masked, written atomically as NIfTI (and RTDOSE).
 
-Every file is first written to a hidden temporary sibling; only when all of a case's files
-exist are they renamed into place (os.replace), the manifest last, so a failure leaves no
+Every file is first written (and verified) as a dosediff.atomic temporary; only when all of a
+case's files exist are they renamed into place, the manifest last, so a failure leaves no
 partial output and a present manifest means a complete prediction.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
+from dosediff.atomic import atomic_file
 from dosediff.errors import input_error
 from dosediff.io.nifti import write_image
 from dosediff.io.rtdose_writer import write_rtdose
@@ -81,10 +82,9 @@ def dicom_refs(case: Case) -> dict | None:
     return refs if refs.get("study_uid") and refs.get("frame_of_reference_uid") else None
 
 
-def _tmp(path: Path) -> Path:
-    """Hidden sibling with the same extension (SimpleITK picks the writer from it)."""
-    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    return path.with_name(f".{path.name[: -len(suffix)]}.tmp-{os.getpid()}{suffix}")
+def _extension(path: Path) -> str:
+    """The temporary keeps the extension: SimpleITK picks its writer from it."""
+    return ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
 
 
 def write_outputs(paths: dict[str, Path], geometry: Geometry, dose: np.ndarray, std: np.ndarray | None,
@@ -93,36 +93,21 @@ def write_outputs(paths: dict[str, Path], geometry: Geometry, dose: np.ndarray, 
     earlier run that this one does not produce. Sets manifest["files"] and manifest["seconds"]
     (since `started`, a time.perf_counter value, up to the manifest) and returns the files,
     {role: file name}."""
-    jobs: list[tuple[str, Path]] = [("dose", paths["dose"])]
-    if std is not None:
-        jobs.append(("std", paths["std"]))
-    if refs is not None:
-        jobs.append(("rtdose", paths["rtdose"]))
-    files = {role: p.name for role, p in jobs}
+    roles = ["dose"] + (["std"] if std is not None else []) + (["rtdose"] if refs is not None else [])
+    files = {role: paths[role].name for role in roles}
     manifest["files"] = files
-    temps: list[tuple[Path, Path]] = []
-    paths["dose"].parent.mkdir(parents=True, exist_ok=True)
-    try:
-        for role, path in jobs:
-            tmp = _tmp(path)
-            temps.append((tmp, path))
-            if role == "dose":
-                write_image(dose.astype(np.float32), geometry, tmp)
-            elif role == "std":
-                write_image(std.astype(np.float32), geometry, tmp)
-            else:
+    with ExitStack() as renames:  # on leaving, renamed in reverse order of entry, or all removed on error
+        manifest_tmp = renames.enter_context(atomic_file(paths["manifest"]))  # entered first: renamed last
+        for role in roles:
+            tmp = renames.enter_context(atomic_file(paths[role], suffix=_extension(paths[role])))
+            if role == "rtdose":
                 write_rtdose(dose, geometry, refs, tmp, description=description)
-        tmp = _tmp(paths["manifest"])
-        temps.append((tmp, paths["manifest"]))
+            else:
+                write_image((dose if role == "dose" else std).astype(np.float32), geometry, tmp)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
-        tmp.write_text(json.dumps(manifest, indent=2))
+        manifest_tmp.write_text(json.dumps(manifest, indent=2))
         paths["manifest"].unlink(missing_ok=True)  # no manifest until every file is in place
         for role in ("std", "rtdose"):  # a previous run's extra files would contradict the manifest
             if role not in files:
                 paths[role].unlink(missing_ok=True)
-        for tmp, path in temps:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in temps:
-            tmp.unlink(missing_ok=True)
     return files
