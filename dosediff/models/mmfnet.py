@@ -1,4 +1,5 @@
-"""MMFNet (paper 2.4): multi-encoder, multi-scale fusion UNet predicting the noise epsilon.
+"""MMFNet (paper 2.4): multi-encoder, multi-scale fusion UNet predicting the noise epsilon
+(or v, as the experiment's parametrization says).
 
 How the multi-scale fusion is wired (the paper's Fig. 2, as the authors' code does it):
 three encoders of identical structure (`blocks.Encoder`) for the noisy dose y_t (1 ch),
@@ -86,7 +87,8 @@ class ConditionEncoders(nn.Module):
 
 
 class MMFNet(nn.Module):
-    """epsilon_theta(y_t, x_CT, x_sdm, t): `model(y_t, t, ct, cond, cache=None) -> eps` (B, 1, H, W)."""
+    """The denoiser (paper: epsilon_theta(y_t, x_CT, x_sdm, t)): `model(y_t, t, ct, cond, cache=None)`
+    -> epsilon or v (B, 1, H, W)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
