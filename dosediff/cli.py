@@ -141,12 +141,13 @@ def cmd_submission(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from dosediff.config import section
+    from dosediff.config import ReportConfig, section
     from dosediff.metrics.evaluate import EvaluationConfig, gamma_criterion
-    from dosediff.report.build import ReportConfig, build_report
+    from dosediff.report.build import build_report
 
-    cfg = section(_settings(args), ReportConfig, "report")
-    evaluation = section(_settings(args), EvaluationConfig, "evaluate")
+    settings = _settings(args)
+    cfg = section(settings, ReportConfig, "report")
+    evaluation = section(settings, EvaluationConfig, "evaluate")
     gamma = evaluation.gamma
     build_report(cfg, [Path(p) for p in args.metrics], Path(args.out),
                  gamma_text=gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)",

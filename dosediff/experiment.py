@@ -89,7 +89,7 @@ class TrainConfig:
         0 = none): training ends with final weights at the first step past it, or at `steps`.
         The lr decay still follows `steps`; a resumed run may raise the budget.
     bf16: bfloat16 autocast; null = on for CUDA devices with bf16 units, fp32 on the CPU
-        (true there is 1.5x faster on CPUs with AVX512-BF16, but trained worse: precision.py).
+        (true there is 1.5x faster on CPUs with AVX512-BF16, but trained worse: README).
     """
 
     steps: int = 1_000_000
