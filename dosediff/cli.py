@@ -190,8 +190,7 @@ def _add(sub: argparse._SubParsersAction, name: str, func: object, text: str,
 
 def _add_data_stages(sub: argparse._SubParsersAction) -> None:
     _add(sub, "phantom", cmd_phantom, "write one synthetic DICOM-RT patient (CT, RTSTRUCT, RTDOSE, RTPLAN)",
-         _settings_arg("uses section: phantom"),
-         ("--case", REQUIRED, "case id, e.g. phantom_001"),
+         _settings_arg("uses section: phantom"), ("--case", REQUIRED, "case id, e.g. phantom_001"),
          ("--index", {"required": True, "type": int}, "patient number (seeds the anatomy with phantom.seed)"),
          ("--out", REQUIRED, "output folder for the patient's DICOM files"))
     _add(sub, "ingest", cmd_ingest, "read a DICOM-RT or OpenKBP patient folder into the NIfTI case folder",
@@ -204,19 +203,16 @@ def _add_data_stages(sub: argparse._SubParsersAction) -> None:
     _add(sub, "preprocess", cmd_preprocess, "body mask, crop/resize and distance maps -> one HDF5 per case",
          ("--model", OPTIONAL, "preprocess as this model folder's training data (no --settings)"),
          _settings_arg("uses sections: dataset, preprocess", OPTIONAL),
-         ("--input", REQUIRED, "case folder written by `dosediff ingest`"),
-         ("--out", REQUIRED, "output HDF5 file"))
+         ("--input", REQUIRED, "case folder written by `dosediff ingest`"), ("--out", REQUIRED, "output HDF5 file"))
     _add(sub, "split", cmd_split, "train/validation/test split by patient -> splits.json",
-         _settings_arg("uses sections: dataset, split"),
-         ("--cases", CASES, "all case ids of the dataset"),
+         _settings_arg("uses sections: dataset, split"), ("--cases", CASES, "all case ids of the dataset"),
          ("--out", REQUIRED, "output splits.json"))
 
 
 def _add_model_stages(sub: argparse._SubParsersAction) -> None:
     _add(sub, "train", cmd_train, "train one experiment (resumes from its last checkpoint)",
          _settings_arg("uses sections: dataset, experiments"), EXPERIMENT,
-         ("--h5-dir", REQUIRED, "folder of the per-case HDF5 files"),
-         ("--splits", REQUIRED, "splits.json"),
+         ("--h5-dir", REQUIRED, "folder of the per-case HDF5 files"), ("--splits", REQUIRED, "splits.json"),
          ("--out", REQUIRED, "model folder (checkpoint.pt, model.safetensors, config.json, log)"), THREADS)
     _add(sub, "check-config", cmd_check_config, "check a whole config (what the workflow checks at its start)",
          ("--settings", REQUIRED, "the YAML config file"))
@@ -232,43 +228,35 @@ def _add_model_stages(sub: argparse._SubParsersAction) -> None:
          ("--sample", OPTIONAL, "sample settings to override, as JSON (e.g. {\"n_samples\": 4})"),
          ("--device", OPTIONAL, "torch device (default: cuda when present, else cpu)"), THREADS)
     _add(sub, "mean-dose", cmd_mean_dose, "the trivial predictor: the training set's mean dose per voxel position",
-         ("--train-h5", CASES, "training cases' HDF5 files"),
-         ("--h5", REQUIRED, "the case's HDF5 file"),
+         ("--train-h5", CASES, "training cases' HDF5 files"), ("--h5", REQUIRED, "the case's HDF5 file"),
          ("--out", REQUIRED, "output NIfTI on the case's CT grid"))
 
 
 def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
     _add(sub, "evaluate", cmd_evaluate, "metrics and figures of one experiment's predictions",
          _settings_arg("uses: dataset, preprocess, evaluate"),
-         ("--experiment", REQUIRED, "experiment name (labels the rows)"),
-         ("--cases", CASES, "case ids to evaluate"), NIFTI_DIR, PREDICTIONS,
-         ("--out", REQUIRED, "output folder (per_case.csv, summary, figures/)"),
+         ("--experiment", REQUIRED, "experiment name (labels the rows)"), ("--cases", CASES, "case ids to evaluate"),
+         NIFTI_DIR, PREDICTIONS, ("--out", REQUIRED, "output folder (per_case.csv, summary, figures/)"),
          ("--no-figures", FLAG, "skip the per-case figures"),
          ("--label", OPTIONAL, "the model's name in figure titles (default: the experiment)"))
     _add(sub, "study", cmd_study, "metrics of a sampling study (DDIM steps or seeds)",
-         _settings_arg("uses: dataset, preprocess, evaluate"),
-         ("--experiment", REQUIRED, "experiment name"),
-         ("--variants", CASES, "prediction sets, e.g. steps8_seed0"),
-         ("--cases", CASES, "case ids"),
+         _settings_arg("uses: dataset, preprocess, evaluate"), ("--experiment", REQUIRED, "experiment name"),
+         ("--variants", CASES, "prediction sets, e.g. steps8_seed0"), ("--cases", CASES, "case ids"),
          ("--nifti-dir", REQUIRED, "folder of ingested cases"),
-         ("--study-dir", REQUIRED, "folder holding one sub-folder per variant"),
-         ("--out", REQUIRED, "output CSV"))
+         ("--study-dir", REQUIRED, "folder holding one sub-folder per variant"), ("--out", REQUIRED, "output CSV"))
     _add(sub, "submission", cmd_submission, "OpenKBP predictions as the challenge's pt_N.csv submission files",
          ("--cases", CASES, "case ids (pt_N)"),
          ("--nifti-dir", REQUIRED, "folder of ingested cases (grid, possible-dose mask)"), PREDICTIONS,
          ("--out", REQUIRED, "output folder of <case>.csv files"))
     _add(sub, "report", cmd_report, "the paper's tables and dataset-level figures from the metric tables",
-         _settings_arg("uses: report, evaluate"),
-         ("--metrics", CASES, "per_case.csv of each experiment"),
-         ("--steps", OPTIONAL, "steps study CSV"),
-         ("--seeds", OPTIONAL, "seed study CSV"),
+         _settings_arg("uses: report, evaluate"), ("--metrics", CASES, "per_case.csv of each experiment"),
+         ("--steps", OPTIONAL, "steps study CSV"), ("--seeds", OPTIONAL, "seed study CSV"),
          ("--cases", {"nargs": "*", "default": None}, "cases of the overlaid DVH figures"),
          ("--nifti-dir", OPTIONAL, "folder of ingested cases (reference dose and ROIs)"),
          ("--predictions-dir", OPTIONAL, "folder of <experiment>/<case>.nii.gz predictions"),
          ("--out", REQUIRED, "output folder"))
     _add(sub, "report-case", cmd_report_case, "a new patient's planner report: clinical goals, DVHs, dose slices",
-         _settings_arg("uses section: predict"),
-         ("--model", REQUIRED, "model folder that made the prediction"),
+         _settings_arg("uses section: predict"), ("--model", REQUIRED, "model folder that made the prediction"),
          ("--case-dir", REQUIRED, "the case's ingest folder"),
          ("--prediction", REQUIRED, "predicted dose <case>.nii.gz (its _std beside it is used)"),
          ("--out", REQUIRED, "output report folder"))

@@ -275,14 +275,6 @@ class Run:
     t0: float = dataclasses.field(default_factory=time.perf_counter)
     postfix: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    @property
-    def ckpt_path(self) -> Path:
-        return self.out_dir / ckpt.CHECKPOINT
-
-    @property
-    def log_path(self) -> Path:
-        return self.out_dir / LOG_NAME
-
 
 def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_dir: Path, splits_path: Path,
          out_dir: Path, procs: Processes, stop_after: int | None,
@@ -352,7 +344,7 @@ def after_step(tr: Trainer, run: Run, data: TrainData, loss: torch.Tensor, lr: f
         tr.elapsed += time.perf_counter() - run.t0
         run.t0 = time.perf_counter()
         if procs.is_main:
-            ckpt.save_checkpoint(run.ckpt_path, checkpoint_state(tr))
+            ckpt.save_checkpoint(run.out_dir / ckpt.CHECKPOINT, checkpoint_state(tr))
         barrier(procs)
     return timed_out
 
@@ -366,7 +358,7 @@ def log_row(tr: Trainer, run: Run, val_set: SliceDataset | None, lr: float, seco
     if procs.is_main:
         run.postfix.update(loss=f"{loss:.4f}", **({"val_mae_gy": f"{val:.3f}"} if val is not None else {}))
         run.bar.set_postfix(run.postfix)
-        append_log(run.log_path, {"step": tr.step, "loss": f"{loss:.6g}", "lr": f"{lr:.6g}",
+        append_log(run.out_dir / LOG_NAME, {"step": tr.step, "loss": f"{loss:.6g}", "lr": f"{lr:.6g}",
                                   "val_mae_gy": "" if val is None else f"{val:.6g}", "seconds": f"{seconds:.1f}"})
     run.loss_sum.zero_()
     run.loss_n = 0
@@ -377,7 +369,7 @@ def finish(tr: Trainer, run: Run, data: TrainData, rois: list[str], lr_pairs: li
     """Final weights and config.json (rank 0) once the last step (or the time budget) is done."""
     procs = tr.procs
     finished = tr.step >= tr.exp.train.steps or timed_out
-    path = run.ckpt_path
+    path = run.out_dir / ckpt.CHECKPOINT
     if finished and procs.is_main:
         info = ckpt.model_info(tr.exp, rois, lr_pairs, tr.step, data.train_set.image_size, dataset,
                                ckpt.preprocess_info(data.train_set.cases[0].attrs))
