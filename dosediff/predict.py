@@ -64,10 +64,16 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_sample(exp: ExperimentConfig, overrides: dict | None) -> SampleConfig:
-    """The experiment's sample settings with `overrides` (keys of SampleConfig) applied and checked."""
-    if not overrides:
-        return exp.sample
-    return from_dict(SampleConfig, {**dataclasses.asdict(exp.sample), **overrides}, f"experiments.{exp.name}.sample")
+    """The experiment's sample settings with `overrides` (keys of SampleConfig) applied and
+    checked; one sample for the UNet baseline (its samples would all be equal)."""
+    sample = exp.sample
+    if overrides:
+        sample = from_dict(SampleConfig, {**dataclasses.asdict(sample), **overrides}, f"experiments.{exp.name}.sample")
+    if not exp.diffusion and sample.n_samples > 1:
+        warn(f"setting experiments.{exp.name}.sample.n_samples", f"{sample.n_samples} for the one-step UNet "
+             "baseline", "its samples would all be equal; predicting once, without a std map")
+        sample = dataclasses.replace(sample, n_samples=1)
+    return sample
 
 
 def load_for_prediction(model_dir: Path, device: str | None = None) -> LoadedModel:
@@ -111,7 +117,7 @@ def run_case(loaded: LoadedModel, h5_path: Path, case_dir: Path, out_path: Path,
              sample_overrides: dict | None, started: float) -> dict:
     """predict_case with the model already loaded; `started` is when the timing began."""
     exp = loaded.exp
-    sample = case_sample(exp, sample_overrides)
+    sample = resolve_sample(exp, sample_overrides)
     paths = output_paths(out_path)
     case, inputs = read_inputs(loaded, h5_path, case_dir)
     predictor = make_predictor(loaded, sample)
@@ -127,16 +133,6 @@ def run_case(loaded: LoadedModel, h5_path: Path, case_dir: Path, out_path: Path,
     log.info(f"case {inputs.case_id}: {exp.name} predicted {len(inputs.slices)}/{inputs.n_slices} slices in "
              f"{manifest['seconds']:.1f} s -> {paths['dose']}")
     return manifest
-
-
-def case_sample(exp: ExperimentConfig, overrides: dict | None) -> SampleConfig:
-    """resolve_sample, with one sample for the UNet baseline (its samples would all be equal)."""
-    sample = resolve_sample(exp, overrides)
-    if not exp.diffusion and sample.n_samples > 1:
-        warn(f"setting experiments.{exp.name}.sample.n_samples", f"{sample.n_samples} for the one-step UNet "
-             "baseline", "its samples would all be equal; predicting once, without a std map")
-        sample = dataclasses.replace(sample, n_samples=1)
-    return sample
 
 
 def read_inputs(loaded: LoadedModel, h5_path: Path, case_dir: Path) -> tuple[Case, CaseInputs]:

@@ -74,3 +74,14 @@ def test_schema_accepts_the_schedule_section():
     config["experiments"][name]["schedule"]["betas"] = [0.1]
     with pytest.raises(Exception, match="betas"):
         validate(config, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+
+
+def test_schema_enums_are_the_package_lists():
+    from dosediff.diffusion.parametrization import PREDICTIONS
+    from dosediff.experiment import CONDITIONS
+    from dosediff.models.config import ARCHS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    keys = schema["properties"]["experiments"]["additionalProperties"]["properties"]
+    assert keys["model"]["enum"] == list(ARCHS) and keys["condition"]["enum"] == list(CONDITIONS)
+    assert keys["prediction"]["enum"] == keys["parametrization"]["enum"] == list(PREDICTIONS)

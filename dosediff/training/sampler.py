@@ -38,10 +38,6 @@ class StepBatches:
         positions = [base + self.rank + self.world * j for j in range(self.batch)]
         return [(int(self.permutation(p // self.n)[p % self.n]), p) for p in positions]
 
-    def state(self) -> dict:
-        """What determines the order (stored in checkpoints for the record)."""
-        return {"seed": self.seed, "n_items": self.n, "batch_size": self.batch, "world": self.world}
-
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start, self.stop):
             yield self.keys(step)
