@@ -33,6 +33,12 @@ from dosediff.models.config import ModelConfig
 from dosediff.models.fusion_former import FusionFormer
 
 
+def make_fusion(cfg: ModelConfig, channels: int) -> FusionFormer:
+    """The fusionFormer on the `channels`-wide lowest-resolution map, sized by cfg (both networks)."""
+    return FusionFormer(channels, tuple(cfg.fusion_patch_size), cfg.fusion_dim, cfg.fusion_depth, cfg.fusion_heads,
+                        cfg.fusion_mlp_dim)
+
+
 @dataclass
 class ConditionCache:
     """What the CT/condition encoders contribute, for one batch of slices.
@@ -103,8 +109,7 @@ class MMFNet(nn.Module):
             self.encoder = Encoder(2 + cfg.cond_channels, cfg, emb_dim)
             skip_channels = self.encoder.out_channels
         if cfg.fusion_former:
-            self.fusion = FusionFormer(skip_channels[-1], tuple(cfg.fusion_patch_size), cfg.fusion_dim,
-                                       cfg.fusion_depth, cfg.fusion_heads, cfg.fusion_mlp_dim)
+            self.fusion = make_fusion(cfg, skip_channels[-1])
         self.decoder = Decoder(cfg, skip_channels, emb_dim)
 
     def _condition(self, ct: torch.Tensor, cond: torch.Tensor | None, emb: torch.Tensor | None) -> ConditionCache:
