@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dosediff.atomic import atomic_file
-from dosediff.config import DatasetConfig, PreprocessConfig
+from dosediff.config import DatasetConfig, PreprocessConfig, section
 from dosediff.errors import input_error
 from dosediff.io.nifti import read_case, read_image
 from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case, openkbp_scores_from_rows
@@ -60,6 +60,11 @@ def long_rows(experiment: str, case: str, flat: dict) -> list[dict]:
     return rows
 
 
+def _sections(settings: dict) -> tuple[DatasetConfig, PreprocessConfig, EvaluationConfig]:
+    return (section(settings, DatasetConfig, "dataset"), section(settings, PreprocessConfig, "preprocess"),
+            section(settings, EvaluationConfig, "evaluate"))
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """Atomic CSV write."""
     with atomic_file(path) as tmp:
@@ -91,13 +96,10 @@ def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti
     """Metrics of every case -> out_dir/per_case.csv (per_case.html to read), summary.csv/.md,
     openkbp_scores.json (where a possible-dose mask exists) and figures/<case>_dvh.png,
     <case>_dose.png; figure titles name the model by `label` (the report's label of it)."""
-    from dosediff.config import section
     from dosediff.report.markup import write_html, write_table
     from dosediff.report.tables import per_case_table, summary, summary_table
 
-    dataset = section(settings, DatasetConfig, "dataset")
-    prep = section(settings, PreprocessConfig, "preprocess")
-    cfg = section(settings, EvaluationConfig, "evaluate")
+    dataset, prep, cfg = _sections(settings)
     out_dir = Path(out_dir)
     rows, flats = [], []
     for case_id in cases:
@@ -149,11 +151,7 @@ def evaluate_study(settings: dict, experiment: str, variants: list[str], cases: 
     compares sampling settings, not plans."""
     from dataclasses import replace
 
-    from dosediff.config import section
-
-    dataset = section(settings, DatasetConfig, "dataset")
-    prep = section(settings, PreprocessConfig, "preprocess")
-    cfg = section(settings, EvaluationConfig, "evaluate")
+    dataset, prep, cfg = _sections(settings)
     cfg = replace(cfg, gamma=replace(cfg.gamma, enabled=False))
     refs = {c: read_case(Path(nifti_dir) / c) for c in cases}
     bodies = {c: body_mask(r.ct, prep.body_threshold_hu) for c, r in refs.items()}

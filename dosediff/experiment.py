@@ -208,6 +208,9 @@ class ExperimentConfig:
             _bad(f"{where}.diffusion", self.diffusion,
                  "true for model mmfnet (a noise predictor) and false for model unet (a regressor)",
                  "remove the diffusion key; it follows from model")
+        if self.diffusion and self.sample.steps > self.schedule.num_timesteps:
+            _bad(f"{where}.sample.steps", self.sample.steps, f"at most schedule.num_timesteps "
+                 f"({self.schedule.num_timesteps})", "fewer DDIM steps, e.g. 8 (paper)")
         n = self.network
         derived = {"arch": self.model, "multiscale": self.multiscale, "fusion_former": self.fusion_former}
         wrong = {k: getattr(n, k) for k, v in derived.items() if getattr(n, k) != v}

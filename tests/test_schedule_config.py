@@ -60,6 +60,8 @@ def test_bad_schedule_and_both_keys_are_refused():
         ExperimentConfig.from_mapping({"schedule": {"beta_start": 0.5, "beta_end": 0.1}}, "x", ROIS)
     with pytest.raises(InputError, match="not both"):
         ExperimentConfig.from_mapping({"prediction": "v", "parametrization": "v"}, "x", ROIS)
+    with pytest.raises(InputError, match="sample.steps"):
+        ExperimentConfig.from_mapping({"schedule": {"num_timesteps": 10}, "sample": {"steps": 20}}, "x", ROIS)
     assert ScheduleConfig() == LEGACY_SCHEDULE  # today's defaults are what old models used
 
 
