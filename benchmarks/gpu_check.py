@@ -74,12 +74,13 @@ def ours_train(s: dict, device: torch.device, compiled: bool) -> float:
 
 
 def ours_volume(s: dict, device: torch.device, compiled: bool) -> float:
-    from dosediff.diffusion.schedule import linear_schedule
-    from dosediff.prediction.sampling import DiffusionPredictor
+    from dosediff.experiment import SampleConfig
+    from dosediff.prediction.sampling import slice_predictor
 
-    net = ours_trainer(ours_experiment(s["size"], s["width"]), device).net.eval()
+    exp = ours_experiment(s["size"], s["width"])
+    net = ours_trainer(exp, device).net.eval()
     model = torch.compile(net) if compiled else net
-    pred = DiffusionPredictor(model, linear_schedule(), DDIM_STEPS, 0.0, False, device, bf16=True)
+    pred = slice_predictor(model, exp, device, sample=SampleConfig(steps=DDIM_STEPS), bf16=True)
     data = random_batch(s["slices"], s["size"], COND_CHANNELS)
     noise = torch.randn((s["slices"], 1, 1, s["size"], s["size"]))
 

@@ -31,14 +31,16 @@ def train(size: int, steps: int) -> dict:
 
 
 def ddim(side: str, size: int) -> dict:
-    from dosediff.diffusion.schedule import linear_schedule
-    from dosediff.prediction.sampling import DiffusionPredictor
+    from dosediff.experiment import SampleConfig
+    from dosediff.prediction.sampling import slice_predictor
 
     use_time, bf16, fusion_dim = DDIM_VARIANTS[side]
-    tr = ours_trainer(ours_experiment(size, use_time=use_time, fusion_dim=fusion_dim))
+    exp = ours_experiment(size, use_time=use_time, fusion_dim=fusion_dim)
+    tr = ours_trainer(exp)
     net = tr.net.eval()
     b = random_batch(BATCH, size, COND_CHANNELS)
-    predictor = DiffusionPredictor(net, linear_schedule(), DDIM_STEPS, 0.0, not use_time, torch.device("cpu"), bf16)
+    predictor = slice_predictor(net, exp, torch.device("cpu"), sample=SampleConfig(steps=DDIM_STEPS), bf16=bf16,
+                                use_cache=not use_time)
     noise = torch.randn((BATCH, predictor.noise_draws, 1, size, size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # warm-up: one network call at the batch shape
         net(noise[:, 0], torch.zeros(BATCH, dtype=torch.long), b["ct"], b["cond"])

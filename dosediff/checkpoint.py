@@ -13,11 +13,13 @@ config.json holds the resolved ExperimentConfig (network, training normalisation
 defaults), the training dataset's ROI names, targets, required ROIs, pairs and prescription,
 the preprocessing the training data had (in-plane size, representations, body threshold,
 crop), the noise schedule, the step and the software version. Format 1 folders (before the
-dataset, preprocess and schedule entries) still load.
+dataset, preprocess and schedule entries) and folders whose experiment has no schedule
+section still load, with the schedule they were trained with (LEGACY_SCHEDULE).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -31,7 +33,7 @@ from torch import nn
 from dosediff.atomic import atomic_file
 from dosediff.config import from_dict
 from dosediff.errors import input_error
-from dosediff.experiment import ExperimentConfig
+from dosediff.experiment import ExperimentConfig, saved_experiment
 
 FORMAT_VERSION = 1  # checkpoint.pt and the safetensors metadata
 CONFIG_FORMAT = 2  # config.json: 2 added dataset, preprocess and schedule
@@ -89,16 +91,6 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | 
         gen.set_state(state["generators"][name].cpu())
 
 
-def schedule_info() -> dict[str, Any]:
-    """The noise schedule prediction uses: linear_schedule's defaults (the one place they live)."""
-    import inspect
-
-    from dosediff.diffusion.schedule import linear_schedule
-
-    params = inspect.signature(linear_schedule).parameters
-    return {"kind": "linear", **{k: params[k].default for k in ("num_timesteps", "beta_start", "beta_end")}}
-
-
 def model_info(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], step: int,
                image_size: list[int], dataset: dict[str, Any] | None = None,
                preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -120,7 +112,7 @@ def model_info(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]]
         "image_size": list(image_size),
         "dataset": {k: v for k, v in (dataset or {}).items() if k in keep},
         "preprocess": dict(preprocess or {}, size=list(image_size)),
-        "schedule": schedule_info(),
+        "schedule": dataclasses.asdict(exp.schedule),  # also in the experiment; kept for older readers
         "step": int(step),
     }
 
@@ -159,8 +151,10 @@ def read_config(model_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
                           f"{data.get('dosediff_version', 'unknown')})",
                           f"a format this dosediff {__version__} reads: {list(READABLE_CONFIG_FORMATS)}",
                           "predict with the dosediff version that trained the model, or retrain it with this one")
-    exp_data = data.pop("experiment")
-    exp = from_dict(ExperimentConfig, exp_data, f"{path}: experiment")
+    exp_data, where = data.pop("experiment"), f"{path}: experiment"
+    if "schedule" not in exp_data and isinstance(data.get("schedule"), dict):
+        exp_data = {**exp_data, "schedule": data["schedule"]}  # format 2 before the experiment's own section
+    exp = from_dict(ExperimentConfig, saved_experiment(exp_data, where), where)
     return exp, data
 
 

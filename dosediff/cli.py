@@ -141,12 +141,13 @@ def cmd_submission(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from dosediff.config import section
+    from dosediff.config import ReportConfig, section
     from dosediff.metrics.evaluate import EvaluationConfig, gamma_criterion
-    from dosediff.report.build import ReportConfig, build_report
+    from dosediff.report.build import build_report
 
-    cfg = section(_settings(args), ReportConfig, "report")
-    evaluation = section(_settings(args), EvaluationConfig, "evaluate")
+    settings = _settings(args)
+    cfg = section(settings, ReportConfig, "report")
+    evaluation = section(settings, EvaluationConfig, "evaluate")
     gamma = evaluation.gamma
     build_report(cfg, [Path(p) for p in args.metrics], Path(args.out),
                  gamma_text=gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)",
@@ -164,6 +165,103 @@ def cmd_report_case(args: argparse.Namespace) -> None:
                        _settings(args).get("predict"), Path(args.out))
 
 
+REQUIRED: dict = {"required": True}
+OPTIONAL: dict = {"default": None}
+CASES: dict = {"required": True, "nargs": "+"}
+FLAG: dict = {"action": "store_true"}
+THREADS = ("--threads", {"type": int, "default": None}, "CPU threads for torch")
+EXPERIMENT = ("--experiment", REQUIRED, "experiment name under experiments:")
+NIFTI_DIR = ("--nifti-dir", REQUIRED, "folder of ingested cases (reference dose and ROIs)")
+PREDICTIONS = ("--predictions", REQUIRED, "folder of <case>.nii.gz predictions")
+
+
+def _settings_arg(uses: str, options: dict = REQUIRED) -> tuple[str, dict, str]:
+    return ("--settings", options, f"{SETTINGS_HELP} ({uses})")
+
+
+def _add(sub: argparse._SubParsersAction, name: str, func: object, text: str,
+         *arguments: tuple[str, dict, str]) -> None:
+    """One subcommand: arguments are (flag, argparse options, help)."""
+    p = sub.add_parser(name, help=text)
+    for flag, options, help_text in arguments:
+        p.add_argument(flag, help=help_text, **options)
+    p.set_defaults(func=func)
+
+
+def _add_data_stages(sub: argparse._SubParsersAction) -> None:
+    _add(sub, "phantom", cmd_phantom, "write one synthetic DICOM-RT patient (CT, RTSTRUCT, RTDOSE, RTPLAN)",
+         _settings_arg("uses section: phantom"), ("--case", REQUIRED, "case id, e.g. phantom_001"),
+         ("--index", {"required": True, "type": int}, "patient number (seeds the anatomy with phantom.seed)"),
+         ("--out", REQUIRED, "output folder for the patient's DICOM files"))
+    _add(sub, "ingest", cmd_ingest, "read a DICOM-RT or OpenKBP patient folder into the NIfTI case folder",
+         _settings_arg("uses section: dataset"),
+         ("--case", REQUIRED, "case id (the folder name or a pseudonym; never a patient ID)"),
+         ("--input", REQUIRED, "the patient's source folder"),
+         ("--out", REQUIRED, "output case folder (ct.nii.gz, dose.nii.gz, roi/, case.json)"),
+         ("--no-dose", FLAG, "allow cases without a planned dose (prediction only)"),
+         ("--model", OPTIONAL, "a new patient for this model folder: its ROIs, the dose optional"))
+    _add(sub, "preprocess", cmd_preprocess, "body mask, crop/resize and distance maps -> one HDF5 per case",
+         ("--model", OPTIONAL, "preprocess as this model folder's training data (no --settings)"),
+         _settings_arg("uses sections: dataset, preprocess", OPTIONAL),
+         ("--input", REQUIRED, "case folder written by `dosediff ingest`"), ("--out", REQUIRED, "output HDF5 file"))
+    _add(sub, "split", cmd_split, "train/validation/test split by patient -> splits.json",
+         _settings_arg("uses sections: dataset, split"), ("--cases", CASES, "all case ids of the dataset"),
+         ("--out", REQUIRED, "output splits.json"))
+
+
+def _add_model_stages(sub: argparse._SubParsersAction) -> None:
+    _add(sub, "train", cmd_train, "train one experiment (resumes from its last checkpoint)",
+         _settings_arg("uses sections: dataset, experiments"), EXPERIMENT,
+         ("--h5-dir", REQUIRED, "folder of the per-case HDF5 files"), ("--splits", REQUIRED, "splits.json"),
+         ("--out", REQUIRED, "model folder (checkpoint.pt, model.safetensors, config.json, log)"), THREADS)
+    _add(sub, "check-config", cmd_check_config, "check a whole config (what the workflow checks at its start)",
+         ("--settings", REQUIRED, "the YAML config file"))
+    _add(sub, "model-info", cmd_model_info, "print an experiment's network size (parameter count)",
+         _settings_arg("uses sections: dataset, experiments"), EXPERIMENT)
+    _add(sub, "predict", cmd_predict, "predict one case's dose on its original CT grid (NIfTI, RTDOSE)",
+         ("--model", REQUIRED, "model folder written by `dosediff train`"),
+         ("--h5", REQUIRED, "the case's HDF5 file"),
+         ("--case-dir", REQUIRED, "the case's ingest folder (CT grid, DICOM references)"),
+         ("--out", REQUIRED, "output NIfTI (a .json manifest is written beside it)"),
+         ("--steps", {"type": int, "default": None}, "override the experiment's DDIM steps"),
+         ("--seed", {"type": int, "default": None}, "override the experiment's sampling seed"),
+         ("--sample", OPTIONAL, "sample settings to override, as JSON (e.g. {\"n_samples\": 4})"),
+         ("--device", OPTIONAL, "torch device (default: cuda when present, else cpu)"), THREADS)
+    _add(sub, "mean-dose", cmd_mean_dose, "the trivial predictor: the training set's mean dose per voxel position",
+         ("--train-h5", CASES, "training cases' HDF5 files"), ("--h5", REQUIRED, "the case's HDF5 file"),
+         ("--out", REQUIRED, "output NIfTI on the case's CT grid"))
+
+
+def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
+    _add(sub, "evaluate", cmd_evaluate, "metrics and figures of one experiment's predictions",
+         _settings_arg("uses: dataset, preprocess, evaluate"),
+         ("--experiment", REQUIRED, "experiment name (labels the rows)"), ("--cases", CASES, "case ids to evaluate"),
+         NIFTI_DIR, PREDICTIONS, ("--out", REQUIRED, "output folder (per_case.csv, summary, figures/)"),
+         ("--no-figures", FLAG, "skip the per-case figures"),
+         ("--label", OPTIONAL, "the model's name in figure titles (default: the experiment)"))
+    _add(sub, "study", cmd_study, "metrics of a sampling study (DDIM steps or seeds)",
+         _settings_arg("uses: dataset, preprocess, evaluate"), ("--experiment", REQUIRED, "experiment name"),
+         ("--variants", CASES, "prediction sets, e.g. steps8_seed0"), ("--cases", CASES, "case ids"),
+         ("--nifti-dir", REQUIRED, "folder of ingested cases"),
+         ("--study-dir", REQUIRED, "folder holding one sub-folder per variant"), ("--out", REQUIRED, "output CSV"))
+    _add(sub, "submission", cmd_submission, "OpenKBP predictions as the challenge's pt_N.csv submission files",
+         ("--cases", CASES, "case ids (pt_N)"),
+         ("--nifti-dir", REQUIRED, "folder of ingested cases (grid, possible-dose mask)"), PREDICTIONS,
+         ("--out", REQUIRED, "output folder of <case>.csv files"))
+    _add(sub, "report", cmd_report, "the paper's tables and dataset-level figures from the metric tables",
+         _settings_arg("uses: report, evaluate"), ("--metrics", CASES, "per_case.csv of each experiment"),
+         ("--steps", OPTIONAL, "steps study CSV"), ("--seeds", OPTIONAL, "seed study CSV"),
+         ("--cases", {"nargs": "*", "default": None}, "cases of the overlaid DVH figures"),
+         ("--nifti-dir", OPTIONAL, "folder of ingested cases (reference dose and ROIs)"),
+         ("--predictions-dir", OPTIONAL, "folder of <experiment>/<case>.nii.gz predictions"),
+         ("--out", REQUIRED, "output folder"))
+    _add(sub, "report-case", cmd_report_case, "a new patient's planner report: clinical goals, DVHs, dose slices",
+         _settings_arg("uses section: predict"), ("--model", REQUIRED, "model folder that made the prediction"),
+         ("--case-dir", REQUIRED, "the case's ingest folder"),
+         ("--prediction", REQUIRED, "predicted dose <case>.nii.gz (its _std beside it is used)"),
+         ("--out", REQUIRED, "output report folder"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dosediff",
@@ -171,118 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
-
-    p = sub.add_parser("phantom", help="write one synthetic DICOM-RT patient (CT, RTSTRUCT, RTDOSE, RTPLAN)")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses section: phantom)")
-    p.add_argument("--case", required=True, help="case id, e.g. phantom_001")
-    p.add_argument("--index", required=True, type=int, help="patient number (seeds the anatomy with phantom.seed)")
-    p.add_argument("--out", required=True, help="output folder for the patient's DICOM files")
-    p.set_defaults(func=cmd_phantom)
-
-    p = sub.add_parser("ingest", help="read a DICOM-RT or OpenKBP patient folder into the NIfTI case folder")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses section: dataset)")
-    p.add_argument("--case", required=True, help="case id (the folder name or a pseudonym; never a patient ID)")
-    p.add_argument("--input", required=True, help="the patient's source folder")
-    p.add_argument("--out", required=True, help="output case folder (ct.nii.gz, dose.nii.gz, roi/, case.json)")
-    p.add_argument("--no-dose", action="store_true", help="allow cases without a planned dose (prediction only)")
-    p.add_argument("--model", default=None, help="a new patient for this model folder: its ROIs, the dose optional")
-    p.set_defaults(func=cmd_ingest)
-
-    p = sub.add_parser("preprocess", help="body mask, crop/resize and distance maps -> one HDF5 per case")
-    p.add_argument("--model", default=None, help="preprocess as this model folder's training data (no --settings)")
-    p.add_argument("--settings", default=None, help=SETTINGS_HELP + " (uses sections: dataset, preprocess)")
-    p.add_argument("--input", required=True, help="case folder written by `dosediff ingest`")
-    p.add_argument("--out", required=True, help="output HDF5 file")
-    p.set_defaults(func=cmd_preprocess)
-
-    p = sub.add_parser("split", help="train/validation/test split by patient -> splits.json")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses sections: dataset, split)")
-    p.add_argument("--cases", required=True, nargs="+", help="all case ids of the dataset")
-    p.add_argument("--out", required=True, help="output splits.json")
-    p.set_defaults(func=cmd_split)
-
-    p = sub.add_parser("train", help="train one experiment (resumes from its last checkpoint)")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses sections: dataset, experiments)")
-    p.add_argument("--experiment", required=True, help="experiment name under experiments:")
-    p.add_argument("--h5-dir", required=True, help="folder of the per-case HDF5 files")
-    p.add_argument("--splits", required=True, help="splits.json")
-    p.add_argument("--out", required=True, help="model folder (checkpoint.pt, model.safetensors, config.json, log)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("check-config", help="check a whole config (what the workflow checks at its start)")
-    p.add_argument("--settings", required=True, help="the YAML config file")
-    p.set_defaults(func=cmd_check_config)
-
-    p = sub.add_parser("model-info", help="print an experiment's network size (parameter count)")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses sections: dataset, experiments)")
-    p.add_argument("--experiment", required=True, help="experiment name under experiments:")
-    p.set_defaults(func=cmd_model_info)
-
-    p = sub.add_parser("predict", help="predict one case's dose on its original CT grid (NIfTI, RTDOSE)")
-    p.add_argument("--model", required=True, help="model folder written by `dosediff train`")
-    p.add_argument("--h5", required=True, help="the case's HDF5 file")
-    p.add_argument("--case-dir", required=True, help="the case's ingest folder (CT grid, DICOM references)")
-    p.add_argument("--out", required=True, help="output NIfTI (a .json manifest is written beside it)")
-    p.add_argument("--steps", type=int, default=None, help="override the experiment's DDIM steps")
-    p.add_argument("--seed", type=int, default=None, help="override the experiment's sampling seed")
-    p.add_argument("--sample", default=None, help="sample settings to override, as JSON (e.g. {\"n_samples\": 4})")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when present, else cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("mean-dose", help="the trivial predictor: the training set's mean dose per voxel position")
-    p.add_argument("--train-h5", required=True, nargs="+", help="training cases' HDF5 files")
-    p.add_argument("--h5", required=True, help="the case's HDF5 file")
-    p.add_argument("--out", required=True, help="output NIfTI on the case's CT grid")
-    p.set_defaults(func=cmd_mean_dose)
-
-    p = sub.add_parser("evaluate", help="metrics and figures of one experiment's predictions")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses: dataset, preprocess, evaluate)")
-    p.add_argument("--experiment", required=True, help="experiment name (labels the rows)")
-    p.add_argument("--cases", required=True, nargs="+", help="case ids to evaluate")
-    p.add_argument("--nifti-dir", required=True, help="folder of ingested cases (reference dose and ROIs)")
-    p.add_argument("--predictions", required=True, help="folder of <case>.nii.gz predictions")
-    p.add_argument("--out", required=True, help="output folder (per_case.csv, summary, figures/)")
-    p.add_argument("--no-figures", action="store_true", help="skip the per-case figures")
-    p.add_argument("--label", default=None, help="the model's name in figure titles (default: the experiment)")
-    p.set_defaults(func=cmd_evaluate)
-
-    p = sub.add_parser("study", help="metrics of a sampling study (DDIM steps or seeds)")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses: dataset, preprocess, evaluate)")
-    p.add_argument("--experiment", required=True, help="experiment name")
-    p.add_argument("--variants", required=True, nargs="+", help="prediction sets, e.g. steps8_seed0")
-    p.add_argument("--cases", required=True, nargs="+", help="case ids")
-    p.add_argument("--nifti-dir", required=True, help="folder of ingested cases")
-    p.add_argument("--study-dir", required=True, help="folder holding one sub-folder per variant")
-    p.add_argument("--out", required=True, help="output CSV")
-    p.set_defaults(func=cmd_study)
-
-    p = sub.add_parser("submission", help="OpenKBP predictions as the challenge's pt_N.csv submission files")
-    p.add_argument("--cases", required=True, nargs="+", help="case ids (pt_N)")
-    p.add_argument("--nifti-dir", required=True, help="folder of ingested cases (grid, possible-dose mask)")
-    p.add_argument("--predictions", required=True, help="folder of <case>.nii.gz predictions")
-    p.add_argument("--out", required=True, help="output folder of <case>.csv files")
-    p.set_defaults(func=cmd_submission)
-
-    p = sub.add_parser("report", help="the paper's tables and dataset-level figures from the metric tables")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses: report, evaluate)")
-    p.add_argument("--metrics", required=True, nargs="+", help="per_case.csv of each experiment")
-    p.add_argument("--steps", default=None, help="steps study CSV")
-    p.add_argument("--seeds", default=None, help="seed study CSV")
-    p.add_argument("--cases", nargs="*", default=None, help="cases of the overlaid DVH figures")
-    p.add_argument("--nifti-dir", default=None, help="folder of ingested cases (reference dose and ROIs)")
-    p.add_argument("--predictions-dir", default=None, help="folder of <experiment>/<case>.nii.gz predictions")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("report-case", help="a new patient's planner report: clinical goals, DVHs, dose slices")
-    p.add_argument("--settings", required=True, help=SETTINGS_HELP + " (uses section: predict)")
-    p.add_argument("--model", required=True, help="model folder that made the prediction")
-    p.add_argument("--case-dir", required=True, help="the case's ingest folder")
-    p.add_argument("--prediction", required=True, help="predicted dose <case>.nii.gz (its _std beside it is used)")
-    p.add_argument("--out", required=True, help="output report folder")
-    p.set_defaults(func=cmd_report_case)
+    _add_data_stages(sub)
+    _add_model_stages(sub)
+    _add_evaluation_stages(sub)
     return parser
 
 

@@ -139,6 +139,36 @@ class SplitConfig:
         return name
 
 
+@dataclass(frozen=True)
+class StudyConfig:
+    """A sampling study on one experiment's test cases: DDIM steps (paper Fig. 4) or seeds
+    (paper Table 4). An empty experiment switches the study off."""
+
+    experiment: str = ""
+    steps: list[int] = field(default_factory=lambda: [8])
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def __post_init__(self) -> None:
+        if not self.steps or min(self.steps) < 1 or not self.seeds:
+            raise input_error("setting report study", f"steps {self.steps}, seeds {self.seeds}",
+                              "non-empty lists, steps at least 1", "e.g. steps [1, 2, 4, 8], seeds [0]")
+
+    def variants(self) -> list[str]:
+        """Prediction-set names, e.g. steps8_seed0."""
+        return [f"steps{s}_seed{k}" for s in self.steps for k in self.seeds]
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Config section `report`: which experiments form which table, labels, studies."""
+
+    tables: dict[str, list[str]] = field(default_factory=dict)  # name -> experiments (Table 1/2 layout)
+    per_roi: list[str] = field(default_factory=list)  # experiments of the per-ROI table (Table 3)
+    labels: dict[str, str] = field(default_factory=dict)
+    steps_study: StudyConfig = field(default_factory=StudyConfig)
+    seed_study: StudyConfig = field(default_factory=StudyConfig)
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against a type hint, building nested dataclasses; raise a clear error."""
     origin = typing.get_origin(tp)

@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from dosediff.atomic import atomic_file
-from dosediff.config import DatasetConfig, PreprocessConfig
+from dosediff.config import DatasetConfig, PreprocessConfig, section
 from dosediff.errors import input_error
 from dosediff.io.nifti import read_case, read_image
 from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case, openkbp_scores_from_rows
+from dosediff.prediction.outputs import output_paths
 from dosediff.preprocess.body import body_mask
 
 log = logging.getLogger("dosediff")
@@ -59,6 +60,11 @@ def long_rows(experiment: str, case: str, flat: dict) -> list[dict]:
     return rows
 
 
+def _sections(settings: dict) -> tuple[DatasetConfig, PreprocessConfig, EvaluationConfig]:
+    return (section(settings, DatasetConfig, "dataset"), section(settings, PreprocessConfig, "preprocess"),
+            section(settings, EvaluationConfig, "evaluate"))
+
+
 def write_csv(df: pd.DataFrame, path: Path) -> None:
     """Atomic CSV write."""
     with atomic_file(path) as tmp:
@@ -71,7 +77,7 @@ def _case_figures(case_id: str, ref, pred: np.ndarray, pred_path: Path, body: np
     from dosediff.report.figures import dvh_figure
     from dosediff.report.slices import dose_slices_figure
 
-    std_path = pred_path.with_name(f"{case_id}_std.nii.gz")
+    std_path = output_paths(pred_path)["std"]
     std = read_image(std_path)[0] if std_path.is_file() else None
     fig_dir.mkdir(parents=True, exist_ok=True)
     dvh_figure(ref.dose, pred, ref.masks, ref.geometry.spacing, fig_dir / f"{case_id}_dvh.png",
@@ -90,13 +96,10 @@ def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti
     """Metrics of every case -> out_dir/per_case.csv (per_case.html to read), summary.csv/.md,
     openkbp_scores.json (where a possible-dose mask exists) and figures/<case>_dvh.png,
     <case>_dose.png; figure titles name the model by `label` (the report's label of it)."""
-    from dosediff.config import section
     from dosediff.report.markup import write_html, write_table
     from dosediff.report.tables import per_case_table, summary, summary_table
 
-    dataset = section(settings, DatasetConfig, "dataset")
-    prep = section(settings, PreprocessConfig, "preprocess")
-    cfg = section(settings, EvaluationConfig, "evaluate")
+    dataset, prep, cfg = _sections(settings)
     out_dir = Path(out_dir)
     rows, flats = [], []
     for case_id in cases:
@@ -140,38 +143,25 @@ STUDY_METRICS = {"mae_gy": "MAE", "ssim": "SSIM", "psnr_db": "PSNR", "dose_score
                  "volume_score_pct": "volume_score"}
 
 
-def parse_variant(variant: str) -> tuple[int, int]:
-    """'steps8_seed3' -> (8, 3): the folder name of one sampling-study prediction set."""
-    try:
-        steps, seed = variant.split("_")
-        return int(steps.removeprefix("steps")), int(seed.removeprefix("seed"))
-    except ValueError as err:
-        raise input_error("study variant", f"{variant!r}", "a name like steps8_seed0",
-                          "use the workflow's study rules") from err
-
-
 def evaluate_study(settings: dict, experiment: str, variants: list[str], cases: list[str], nifti_dir: Path,
                    study_dir: Path, out_path: Path) -> pd.DataFrame:
     """Sampling study (paper Fig. 4 and Table 4): metrics of every variant's predictions ->
-    one long CSV with columns experiment, steps, seed, case, metric, value, seconds.
-    Gamma is left out here: the study compares sampling settings, not plans."""
+    one long CSV with columns experiment, steps, seed, case, metric, value, seconds; steps and
+    seed as each prediction's manifest records them. Gamma is left out here: the study
+    compares sampling settings, not plans."""
     from dataclasses import replace
 
-    from dosediff.config import section
-
-    dataset = section(settings, DatasetConfig, "dataset")
-    prep = section(settings, PreprocessConfig, "preprocess")
-    cfg = section(settings, EvaluationConfig, "evaluate")
+    dataset, prep, cfg = _sections(settings)
     cfg = replace(cfg, gamma=replace(cfg.gamma, enabled=False))
     refs = {c: read_case(Path(nifti_dir) / c) for c in cases}
     bodies = {c: body_mask(r.ct, prep.body_threshold_hu) for c, r in refs.items()}
     rows = []
     for variant in variants:
-        steps, seed = parse_variant(variant)
         for case_id, ref in refs.items():
             pred_path = Path(study_dir) / variant / f"{case_id}.nii.gz"
             pred, _ = read_image(pred_path)
-            manifest = json.loads(pred_path.with_suffix("").with_suffix(".json").read_text())
+            manifest = json.loads(output_paths(pred_path)["manifest"].read_text())
+            steps, seed = manifest["sample"]["steps"], manifest["seed"]
             flat = evaluate_case(ref.dose, pred.astype(np.float32), ref.masks, ref.geometry.spacing,
                                  bodies[case_id], ref.prescription_gy or dataset.prescription_gy, cfg,
                                  targets=dataset.targets, case=case_id)

@@ -2,8 +2,9 @@
 
 An experiment is one row of the paper's tables: which network (MMFNet or the UNet
 baseline), diffusion on/off, which condition input, the ablation switches, the network
-size, and the training and sampling settings. Defaults are the paper's / authors' values
-(FACTS.md "Method"); the embedded config overrides the sizes for CPU work.
+size, the noise schedule, and the training and sampling settings. Defaults are the paper's /
+authors' values (paper section 2 and the authors' code); the embedded config overrides the
+sizes for CPU work.
 
 The network section takes `ModelConfig` fields except the four derived here (arch from
 `model`, cond_channels from the condition and the dataset's ROIs, multiscale and
@@ -18,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dosediff.config import DatasetConfig, from_dict, section
+from dosediff.diffusion.ddim import SPACINGS
 from dosediff.diffusion.parametrization import PREDICTIONS
+from dosediff.diffusion.schedule import LEGACY_SCHEDULE, ScheduleConfig
 from dosediff.errors import input_error
-from dosediff.models.config import ModelConfig
+from dosediff.models.config import ARCHS, ModelConfig
 from dosediff.names import check_name
 
-MODELS = ("mmfnet", "unet")
 CONDITIONS = ("none", "mask", "tsbdm", "msdm", "psdm")
 DERIVED_NETWORK_KEYS = ("arch", "cond_channels", "multiscale", "fusion_former")
 
@@ -87,7 +89,7 @@ class TrainConfig:
         0 = none): training ends with final weights at the first step past it, or at `steps`.
         The lr decay still follows `steps`; a resumed run may raise the budget.
     bf16: bfloat16 autocast; null = on for CUDA devices with bf16 units, fp32 on the CPU
-        (true there is 1.5x faster on CPUs with AVX512-BF16, but trained worse: precision.py).
+        (true there is 1.5x faster on CPUs with AVX512-BF16, but trained worse: README).
     """
 
     steps: int = 1_000_000
@@ -164,7 +166,7 @@ class SampleConfig:
             _bad("sample.steps", self.steps, "DDIM steps in [1, 1000]", "e.g. 8 (paper)")
         if self.eta < 0:
             _bad("sample.eta", self.eta, "eta >= 0 (0 = deterministic DDIM)", "e.g. 0")
-        if self.spacing not in ("leading", "trailing"):
+        if self.spacing not in SPACINGS:
             _bad("sample.spacing", self.spacing, "leading or trailing",
                  "leading (default, ADM/diffusers) or trailing (the sub-sequence ends at T, as the paper writes)")
         for name in ("n_samples", "batch_size"):
@@ -174,26 +176,30 @@ class SampleConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """One experiment: network kind and switches, the resolved network, train and sample."""
+    """One experiment: network kind and switches, the resolved network, schedule, train and sample.
+
+    parametrization: what the diffusion network outputs, epsilon (paper) or v; the YAML
+    key is `prediction` (or `parametrization`)."""
 
     name: str = "dosediff"
     model: str = "mmfnet"
     diffusion: bool = True
-    prediction: str = "epsilon"  # what the diffusion network outputs: epsilon (paper) or v
+    parametrization: str = "epsilon"
     condition: str = "psdm"
     multiscale: bool = True
     fusion_former: bool = True
     network: ModelConfig = field(default_factory=ModelConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
     def __post_init__(self) -> None:
         where = f"experiments.{self.name}"
-        if self.model not in MODELS:
-            _bad(f"{where}.model", self.model, f"one of {list(MODELS)}",
+        if self.model not in ARCHS:
+            _bad(f"{where}.model", self.model, f"one of {list(ARCHS)}",
                  "mmfnet for the diffusion model, unet for the one-step baseline")
-        if self.prediction not in PREDICTIONS:
-            _bad(f"{where}.prediction", self.prediction, f"one of {list(PREDICTIONS)}",
+        if self.parametrization not in PREDICTIONS:
+            _bad(f"{where}.prediction", self.parametrization, f"one of {list(PREDICTIONS)}",
                  "epsilon (the paper) or v (learns faster in short trainings)")
         if self.condition not in CONDITIONS:
             _bad(f"{where}.condition", self.condition, f"one of {list(CONDITIONS)}",
@@ -202,6 +208,9 @@ class ExperimentConfig:
             _bad(f"{where}.diffusion", self.diffusion,
                  "true for model mmfnet (a noise predictor) and false for model unet (a regressor)",
                  "remove the diffusion key; it follows from model")
+        if self.diffusion and self.sample.steps > self.schedule.num_timesteps:
+            _bad(f"{where}.sample.steps", self.sample.steps, f"at most schedule.num_timesteps "
+                 f"({self.schedule.num_timesteps})", "fewer DDIM steps, e.g. 8 (paper)")
         n = self.network
         derived = {"arch": self.model, "multiscale": self.multiscale, "fusion_former": self.fusion_former}
         wrong = {k: getattr(n, k) for k, v in derived.items() if getattr(n, k) != v}
@@ -212,24 +221,21 @@ class ExperimentConfig:
                 "build the experiment with ExperimentConfig.from_settings; set these keys on the experiment",
             )
 
-    @property
-    def uses_condition(self) -> bool:
-        return self.condition != "none"
-
     def to_dict(self) -> dict:
         """Plain JSON-able mapping; `from_dict(ExperimentConfig, d, ...)` rebuilds it."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_settings(cls, settings: dict, name: str) -> ExperimentConfig:
-        """Resolve experiment `name` of the workflow config (needs the dataset section's ROIs)."""
+    def from_settings(cls, settings: dict, name: str, dataset: DatasetConfig | None = None) -> ExperimentConfig:
+        """Resolve experiment `name` of the workflow config (needs the dataset section's ROIs;
+        `dataset`: that section, when the caller has built it already)."""
         experiments = settings.get("experiments") or {}
         if not isinstance(experiments, dict) or name not in experiments:
             raise input_error("setting experiments", f"no experiment named {name!r}",
                               f"one of {sorted(experiments) if isinstance(experiments, dict) else []}",
                               "add it under experiments: in your config file or correct the name")
         data = dict(experiments[name] or {})
-        dataset = section(settings, DatasetConfig, "dataset")
+        dataset = dataset or section(settings, DatasetConfig, "dataset")
         return cls.from_mapping(data, name, rois=dataset.rois)
 
     @classmethod
@@ -239,7 +245,7 @@ class ExperimentConfig:
         where = f"experiments.{name}"
         if not isinstance(data, dict):
             _bad(where, data, "a mapping", "write the experiment as a YAML mapping")
-        data = dict(data)
+        data = renamed_keys(data, where)
         network = dict(data.pop("network", None) or {})
         given = sorted(k for k in DERIVED_NETWORK_KEYS if k in network)
         if given:
@@ -253,17 +259,32 @@ class ExperimentConfig:
             raise input_error(f"setting {where}.condition", f"value {condition!r} with no dataset.rois",
                               "ROI names in dataset.rois for the condition channels",
                               "list the ROIs under dataset.rois, or use condition: none")
-        multiscale = data.get("multiscale", cls.multiscale)
-        if data.get("fusion_former", cls.fusion_former) and not multiscale:
-            raise input_error(f"setting {where}.fusion_former", "true (the default) while multiscale is false",
-                              "fusionFormer only with the separate CT/condition encoders of multi-scale fusion",
-                              f"set {where}.fusion_former: false, or multiscale: true")
-        network.update(
+        network.update(  # ModelConfig checks them (fusion_former needs multiscale)
             arch=model,
             cond_channels=0 if condition == "none" else len(rois),
-            multiscale=multiscale,
+            multiscale=data.get("multiscale", cls.multiscale),
             fusion_former=data.get("fusion_former", cls.fusion_former),
         )
         data["network"] = network
         data["name"] = name
         return from_dict(cls, data, where)
+
+
+def renamed_keys(data: dict, where: str) -> dict:
+    """An experiment mapping with `prediction` (the YAML key, and config.json before the
+    rename) as `parametrization`."""
+    data = dict(data)
+    if "prediction" in data:
+        if "parametrization" in data:
+            _bad(f"{where}.prediction", data["prediction"], "prediction or parametrization, not both",
+                 "keep one of the two keys")
+        data["parametrization"] = data.pop("prediction")
+    return data
+
+
+def saved_experiment(data: dict, where: str) -> dict:
+    """An experiment mapping saved by any dosediff (config.json, checkpoint.pt) in today's keys:
+    one saved before the schedule section gets the schedule it was trained with."""
+    data = renamed_keys(data, where)
+    data.setdefault("schedule", dataclasses.asdict(LEGACY_SCHEDULE))
+    return data

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dosediff.checkpoint import read_config, schedule_info
+from dosediff.checkpoint import read_config
 from dosediff.config import DatasetConfig, PreprocessConfig, from_dict
 from dosediff.errors import input_error, warn
 from dosediff.experiment import ExperimentConfig
@@ -44,10 +44,6 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
     model_dir = Path(model_dir)
     exp, info = read_config(model_dir)
     where = model_dir / "config.json"
-    schedule = info.get("schedule")
-    if schedule is not None and schedule != schedule_info():
-        raise input_error(where, f"noise schedule {schedule}", f"the schedule this dosediff samples with, "
-                          f"{schedule_info()}", "predict with the dosediff version that trained the model")
     rois = list(info.get("rois") or [])
     data = dict(info.get("dataset") or {})
     if "dataset" not in info:

@@ -1,15 +1,6 @@
 """When to compute in bfloat16: training on GPUs with bf16 units; sampling wherever bf16 units are.
 
-Measured on a 2-core Zen 4 CPU (AVX512-BF16):
-- Training: bf16 autocast makes a step of the issue's benchmark network 1.5x faster (2.6 ->
-  1.7 s, benchmarks/bench_model.py), but the embedded default run came out worse with it
-  (test MAE: UNet 1.12 -> 1.27 Gy, DoseDiff 1.65 -> 1.92 Gy). The CPU's autocast keeps
-  GroupNorm and the residual sums in bf16, where CUDA's computes GroupNorm in fp32. So
-  training on the CPU stays fp32 unless train.bf16 says true.
-- Sampling: bf16 predicts a volume 1.8x faster (91 -> 50 s, benchmarks/bench_predict.py)
-  and changed the default DoseDiff's predictions by 0.06 Gy on average, with the same MAE
-  (2.04 vs 2.03 Gy over 10 phantoms). So prediction uses bf16 wherever the device has it.
-A CPU without bf16 units would emulate bf16 and get slower; GPUs before Ampere lack it.
+The measurements behind these defaults are in the README (bf16).
 """
 
 from __future__ import annotations

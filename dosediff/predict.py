@@ -27,18 +27,18 @@ from dosediff import __version__
 from dosediff.checkpoint import load_model
 from dosediff.config import from_dict
 from dosediff.data.augment import lr_permutation
-from dosediff.diffusion.schedule import linear_schedule
 from dosediff.errors import input_error, log, warn
 from dosediff.precision import sampling_bf16
 from dosediff.experiment import ExperimentConfig, SampleConfig
 from dosediff.io.nifti import read_case
-from dosediff.prediction.inputs import load_case_inputs
+from dosediff.prediction.inputs import CaseInputs, load_case_inputs
 from dosediff.prediction.outputs import (
     check_same_case, dicom_refs, dose_region, output_paths, to_original, write_outputs,
 )
 from dosediff.prediction.sampling import (
-    DiffusionPredictor, RegressionPredictor, SlicePredictor, sample_volume, slice_noise,
+    DiffusionPredictor, SlicePredictor, sample_volume, slice_noise, slice_predictor,
 )
+from dosediff.volume import Case
 
 
 @dataclass
@@ -64,10 +64,16 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_sample(exp: ExperimentConfig, overrides: dict | None) -> SampleConfig:
-    """The experiment's sample settings with `overrides` (keys of SampleConfig) applied and checked."""
-    if not overrides:
-        return exp.sample
-    return from_dict(SampleConfig, {**dataclasses.asdict(exp.sample), **overrides}, f"experiments.{exp.name}.sample")
+    """The experiment's sample settings with `overrides` (keys of SampleConfig) applied and
+    checked; one sample for the UNet baseline (its samples would all be equal)."""
+    sample = exp.sample
+    if overrides:
+        sample = from_dict(SampleConfig, {**dataclasses.asdict(sample), **overrides}, f"experiments.{exp.name}.sample")
+    if not exp.diffusion and sample.n_samples > 1:
+        warn(f"setting experiments.{exp.name}.sample.n_samples", f"{sample.n_samples} for the one-step UNet "
+             "baseline", "its samples would all be equal; predicting once, without a std map")
+        sample = dataclasses.replace(sample, n_samples=1)
+    return sample
 
 
 def load_for_prediction(model_dir: Path, device: str | None = None) -> LoadedModel:
@@ -88,15 +94,11 @@ def uses_condition_cache(exp: ExperimentConfig) -> bool:
 
 
 def make_predictor(loaded: LoadedModel, sample: SampleConfig, use_cache: bool | None = None) -> SlicePredictor:
-    """DDIM over the diffusion model, or one pass of the UNet baseline; bf16 autocast as
-    sample.bf16 says (null: where the device has bf16 units)."""
-    exp, dev = loaded.exp, loaded.device
-    bf16 = sampling_bf16(sample.bf16, dev)
-    if not exp.diffusion:
-        return RegressionPredictor(loaded.model, dev, bf16)
-    cache = uses_condition_cache(exp) if use_cache is None else use_cache
-    return DiffusionPredictor(loaded.model, linear_schedule(device="cpu"), sample.steps, sample.eta, cache, dev, bf16,
-                              exp.prediction, sample.spacing)
+    """The model's slice predictor with `sample`'s settings; bf16 autocast as sample.bf16 says
+    (null: where the device has bf16 units); the condition cache where it applies."""
+    cache = uses_condition_cache(loaded.exp) if use_cache is None else use_cache
+    return slice_predictor(loaded.model, loaded.exp, loaded.device, sample=sample,
+                           bf16=sampling_bf16(sample.bf16, loaded.device), use_cache=cache)
 
 
 def predict_case(model_dir: Path, h5_path: Path, case_dir: Path, out_path: Path,
@@ -114,71 +116,84 @@ def predict_case(model_dir: Path, h5_path: Path, case_dir: Path, out_path: Path,
 def run_case(loaded: LoadedModel, h5_path: Path, case_dir: Path, out_path: Path,
              sample_overrides: dict | None, started: float) -> dict:
     """predict_case with the model already loaded; `started` is when the timing began."""
-    exp, info = loaded.exp, loaded.info
+    exp = loaded.exp
     sample = resolve_sample(exp, sample_overrides)
-    if not exp.diffusion and sample.n_samples > 1:
-        warn(f"setting experiments.{exp.name}.sample.n_samples", f"{sample.n_samples} for the one-step UNet "
-             "baseline", "its samples would all be equal; predicting once, without a std map")
-        sample = dataclasses.replace(sample, n_samples=1)
     paths = output_paths(out_path)
+    case, inputs = read_inputs(loaded, h5_path, case_dir)
+    predictor = make_predictor(loaded, sample)
+    t0 = time.perf_counter()
+    mean, std = sample_case(predictor, inputs, sample, loaded)  # (N, H, W) Gy
+    sampling_seconds = time.perf_counter() - t0
+    region = dose_region(case, inputs.attrs, inputs.body, inputs.possible_dose)  # (Zo, Yo, Xo) bool
+    dose = restore(mean, inputs, region, exp.train.dose_max_gy)
+    std_map = restore(std, inputs, region, None) if std is not None else None
+    manifest = case_manifest(loaded, inputs, case, sample, predictor, float(dose.max()), sampling_seconds)
+    write_outputs(paths, case.geometry, dose, std_map, dicom_refs(case), f"dosediff {exp.name}"[:64],
+                  manifest, started)
+    log.info(f"case {inputs.case_id}: {exp.name} predicted {len(inputs.slices)}/{inputs.n_slices} slices in "
+             f"{manifest['seconds']:.1f} s -> {paths['dose']}")
+    return manifest
+
+
+def read_inputs(loaded: LoadedModel, h5_path: Path, case_dir: Path) -> tuple[Case, CaseInputs]:
+    """The ingested case (original grid) and its preprocessed network inputs, checked to pair."""
     case = read_case(case_dir)
-    inputs = load_case_inputs(h5_path, exp, info["rois"], info.get("image_size"))
+    inputs = load_case_inputs(h5_path, loaded.exp, loaded.info["rois"], loaded.info.get("image_size"))
     check_same_case(case, inputs.attrs, h5_path, case_dir)
     if case.case_id != inputs.case_id:
         warn(h5_path, f"case id {inputs.case_id!r} while {case_dir} holds {case.case_id!r}",
              "the grids agree, so predicting; check the file pairing")
-
     if not len(inputs.slices):
         warn(h5_path, "no slice with body (and possible-dose) voxels", "the prediction is 0 Gy everywhere",
              case=inputs.case_id)
-    predictor = make_predictor(loaded, sample)
-    z, h, w = inputs.n_slices, *inputs.ct.shape[2:]
+    return case, inputs
 
-    def noise_fn(s: int, slices: np.ndarray, draws: int) -> torch.Tensor:
-        return slice_noise(sample.seed, inputs.case_id, s, slices, draws, (h, w))
 
-    t0 = time.perf_counter()
-    mean, std = sample_volume(
-        predictor, inputs.ct, inputs.cond, inputs.slices, noise_fn, n_samples=sample.n_samples,
-        tta_flip=sample.tta_flip, lr_swap=lr_permutation(list(info["rois"]), list(info.get("lr_pairs", []))),
-        batch_size=sample.batch_size, dose_max_gy=exp.train.dose_max_gy, device=loaded.device,
-    )  # (N, H, W) Gy
-    sampling_seconds = time.perf_counter() - t0
+def sample_case(predictor: SlicePredictor, inputs: CaseInputs, sample: SampleConfig, loaded: LoadedModel
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean and std (Gy, (N, H, W)) of the sampled slices, noise per slice from sample.seed."""
+    hw = tuple(inputs.ct.shape[2:])
+    info = loaded.info
+    return sample_volume(
+        predictor, inputs.ct, inputs.cond, inputs.slices,
+        lambda s, slices, draws: slice_noise(sample.seed, inputs.case_id, s, slices, draws, hw),
+        n_samples=sample.n_samples, tta_flip=sample.tta_flip,
+        lr_swap=lr_permutation(list(info["rois"]), list(info.get("lr_pairs", []))),
+        batch_size=sample.batch_size, dose_max_gy=loaded.exp.train.dose_max_gy, device=loaded.device,
+    )
 
-    region = dose_region(case, inputs.attrs, inputs.body, inputs.possible_dose)  # (Zo, Yo, Xo) bool
 
-    def restore(values: np.ndarray, max_gy: float | None) -> np.ndarray:
-        full = np.zeros((z, h, w), np.float32)  # slices that cannot receive dose stay 0 Gy
-        full[inputs.slices] = values
-        return to_original(full, inputs.attrs, region, max_gy)
+def restore(values: np.ndarray, inputs: CaseInputs, region: np.ndarray, max_gy: float | None) -> np.ndarray:
+    """Sampled slices (N, H, W) back on the original CT grid; slices that cannot receive dose stay 0 Gy."""
+    full = np.zeros((inputs.n_slices, *inputs.ct.shape[2:]), np.float32)
+    full[inputs.slices] = values
+    return to_original(full, inputs.attrs, region, max_gy)
 
-    dose = restore(mean, exp.train.dose_max_gy)
-    std_map = restore(std, None) if std is not None else None
-    manifest = {
+
+def case_manifest(loaded: LoadedModel, inputs: CaseInputs, case: Case, sample: SampleConfig,
+                  predictor: SlicePredictor, max_gy: float, sampling_seconds: float) -> dict[str, Any]:
+    """The manifest's settings and counts (write_outputs adds the files and the total seconds)."""
+    exp = loaded.exp
+    return {
         "case_id": inputs.case_id,
         "experiment": exp.name,
         "model": exp.model,
-        "model_step": info.get("step"),
+        "model_step": loaded.info.get("step"),
         "sample": dataclasses.asdict(sample),
         "seed": sample.seed,
         "noise": "per slice, from (seed, case id, sample index, stored-grid z)",
         "condition_cache": isinstance(predictor, DiffusionPredictor) and predictor.use_cache,
         "slices_sampled": int(len(inputs.slices)),
-        "slices_total": int(z),
+        "slices_total": int(inputs.n_slices),
         "forward_passes": forward_passes(len(inputs.slices), sample, exp.diffusion),
         "device": str(loaded.device),
         "precision": "bf16 autocast" if predictor.bf16 else "fp32",
         "threads": torch.get_num_threads(),
-        "max_predicted_gy": round(float(dose.max()), 4),
+        "max_predicted_gy": round(max_gy, 4),
         "grid": case.geometry.to_dict(),
         "sampling_seconds": round(sampling_seconds, 3),
         "dosediff_version": __version__,
     }
-    write_outputs(paths, case.geometry, dose, std_map, dicom_refs(case), f"dosediff {exp.name}"[:64],
-                  manifest, started)
-    log.info(f"case {inputs.case_id}: {exp.name} predicted {len(inputs.slices)}/{z} slices in "
-             f"{manifest['seconds']:.1f} s -> {paths['dose']}")
-    return manifest
 
 
 def forward_passes(n_slices: int, sample: SampleConfig, diffusion: bool) -> int:

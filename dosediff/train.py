@@ -35,7 +35,7 @@ from dosediff import checkpoint as ckpt
 from dosediff.config import DatasetConfig, section
 from dosediff.data.dataset import SliceDataset
 from dosediff.errors import input_error, log, warn
-from dosediff.experiment import ExperimentConfig
+from dosediff.experiment import ExperimentConfig, saved_experiment
 from dosediff.models.factory import build_model
 from dosediff.precision import bf16_autocast, training_bf16
 from dosediff.training.csvlog import LOG_NAME, append_log, open_log
@@ -84,8 +84,8 @@ def train(settings: dict, experiment: str, h5_dir: Path, splits_path: Path, out_
           threads: int | None = None, *, stop_after: int | None = None) -> Path:
     """Train experiment `experiment` of the workflow config; return model.safetensors (or,
     when stop_after steps of this run ended it early, the checkpoint to resume from)."""
-    exp = ExperimentConfig.from_settings(settings, experiment)
     dataset = section(settings, DatasetConfig, "dataset")
+    exp = ExperimentConfig.from_settings(settings, experiment, dataset)
     return run_training(exp, dataset.rois, dataset.lr_pairs, Path(h5_dir), Path(splits_path), Path(out_dir),
                         threads, stop_after=stop_after, dataset=dataclasses.asdict(dataset)).path
 
@@ -163,7 +163,7 @@ def train_step(tr: Trainer, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
 
 def _comparable(exp_dict: dict) -> dict:
     """The config without the settings a resumed run may change."""
-    d = json.loads(json.dumps(exp_dict))
+    d = saved_experiment(json.loads(json.dumps(exp_dict)), "checkpoint config")
     for key in RUNTIME_KEYS:
         d["train"].pop(key, None)
     d.pop("sample", None)
@@ -253,76 +253,128 @@ def run_training(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str
         teardown(procs)
 
 
+@dataclass
+class TrainData:
+    """The training slices and, on rank 0 when validation is due at all, the validation slices."""
+
+    train_set: SliceDataset
+    val_set: SliceDataset | None
+    has_val: bool  # the same on every rank: log rows stay in step
+
+
+@dataclass
+class Run:
+    """One call's loop: where it writes, where it stops, the loss summed since the last row."""
+
+    out_dir: Path
+    start: int
+    stop: int
+    bar: tqdm
+    loss_sum: torch.Tensor
+    loss_n: int = 0
+    t0: float = dataclasses.field(default_factory=time.perf_counter)
+    postfix: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_dir: Path, splits_path: Path,
          out_dir: Path, procs: Processes, stop_after: int | None,
          on_step: Callable[[int], None] | None, dataset: dict | None = None) -> TrainResult:
-    t = exp.train
-    train_set = SliceDataset(case_paths(splits_path, h5_dir, "train"), exp, rois, lr_pairs, augment=True)
-    exp.network.check_input_size(*train_set.image_size)
-    val_paths = case_paths(splits_path, h5_dir, "validation")
-    has_val = bool(val_paths) and t.validate_every > 0  # the same on every rank: log rows stay in step
-    val_set = SliceDataset(val_paths, exp, rois) if has_val and procs.is_main else None
-    if not val_paths and procs.is_main:
-        warn(splits_path, "an empty validation split", "training runs without validation")
+    data = load_data(exp, rois, lr_pairs, h5_dir, splits_path, procs)
     tr = build_trainer(exp, procs)
     if procs.is_main:
         log.info(f"{exp.name}: {procs.world} process(es) on {procs.device.type}, "
-                 f"{'bf16 autocast' if tr.use_bf16 else 'fp32'} (train.bf16: {json.dumps(t.bf16)})")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out_dir / ckpt.CHECKPOINT, out_dir / LOG_NAME
-    if ckpt_path.is_file():
-        resume(tr, ckpt_path)
-        log.info(f"{exp.name}: resuming from step {tr.step} of {t.steps} ({ckpt_path})")
-    start = tr.step
-    stop = t.steps if stop_after is None else min(t.steps, start + stop_after)
-    if procs.is_main:
-        open_log(log_path, start)
-    # In a log file (a workflow job) a line every 30 s, not one per step.
-    bar = tqdm(total=t.steps, initial=start, file=sys.stderr, disable=not procs.is_main,
-               desc=exp.name, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    loss_sum, loss_n, t0 = torch.zeros((), device=procs.device), 0, time.perf_counter()
-    postfix: dict[str, str] = {}
+                 f"{'bf16 autocast' if tr.use_bf16 else 'fp32'} (train.bf16: {json.dumps(exp.train.bf16)})")
+    run = open_run(tr, out_dir, stop_after)
     timed_out = False
-    for batch in make_loader(train_set, tr, stop):
-        loss, lr = train_step(tr, batch)
-        loss_sum += loss
-        loss_n += 1
-        bar.update(1)
-        validating = has_val and tr.step % t.validate_every == 0
-        seconds = tr.elapsed + time.perf_counter() - t0
-        timed_out = out_of_time(tr, seconds)
-        last = tr.step == stop or timed_out
-        if tr.step % t.log_every == 0 or validating or last:
-            loss = all_mean(float(loss_sum) / loss_n, procs)
-            val = None
-            if validating and val_set is not None:  # rank 0 alone; the others wait at the next all-reduce
-                val = validate(tr.ema, val_set, exp, tr.schedule, procs.device, tr.use_bf16)
-            if procs.is_main:
-                postfix.update(loss=f"{loss:.4f}", **({"val_mae_gy": f"{val:.3f}"} if val is not None else {}))
-                bar.set_postfix(postfix)
-                append_log(log_path, {"step": tr.step, "loss": f"{loss:.6g}", "lr": f"{lr:.6g}",
-                                      "val_mae_gy": "" if val is None else f"{val:.6g}", "seconds": f"{seconds:.1f}"})
-            loss_sum.zero_()
-            loss_n = 0
-        if tr.step % t.checkpoint_every == 0 or last:
-            tr.elapsed += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            if procs.is_main:
-                ckpt.save_checkpoint(ckpt_path, checkpoint_state(tr))
-            barrier(procs)
+    for batch in make_loader(data.train_set, tr, run.stop):
+        timed_out = after_step(tr, run, data, *train_step(tr, batch))
         if on_step is not None:
             on_step(tr.step)
         if timed_out:
-            log.info(f"{exp.name}: train.max_minutes {t.max_minutes} reached at step {tr.step}")
+            log.info(f"{exp.name}: train.max_minutes {exp.train.max_minutes} reached at step {tr.step}")
             break
-    bar.close()
-    finished = tr.step >= t.steps or timed_out
-    path = ckpt_path
+    run.bar.close()
+    return finish(tr, run, data, rois, lr_pairs, dataset, timed_out)
+
+
+def load_data(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_dir: Path,
+              splits_path: Path, procs: Processes) -> TrainData:
+    """The train split (augmented, its size checked against the network) and the validation split."""
+    train_set = SliceDataset(case_paths(splits_path, h5_dir, "train"), exp, rois, lr_pairs, augment=True)
+    exp.network.check_input_size(*train_set.image_size)
+    val_paths = case_paths(splits_path, h5_dir, "validation")
+    has_val = bool(val_paths) and exp.train.validate_every > 0
+    val_set = SliceDataset(val_paths, exp, rois) if has_val and procs.is_main else None
+    if not val_paths and procs.is_main:
+        warn(splits_path, "an empty validation split", "training runs without validation")
+    return TrainData(train_set, val_set, has_val)
+
+
+def open_run(tr: Trainer, out_dir: Path, stop_after: int | None) -> Run:
+    """Resume from out_dir's checkpoint if there is one; open the log and the progress bar."""
+    t, procs = tr.exp.train, tr.procs
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / ckpt.CHECKPOINT
+    if ckpt_path.is_file():
+        resume(tr, ckpt_path)
+        log.info(f"{tr.exp.name}: resuming from step {tr.step} of {t.steps} ({ckpt_path})")
+    start = tr.step
+    stop = t.steps if stop_after is None else min(t.steps, start + stop_after)
+    if procs.is_main:
+        open_log(out_dir / LOG_NAME, start)
+    # In a log file (a workflow job) a line every 30 s, not one per step.
+    bar = tqdm(total=t.steps, initial=start, file=sys.stderr, disable=not procs.is_main,
+               desc=tr.exp.name, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    return Run(out_dir, start, stop, bar, torch.zeros((), device=procs.device))
+
+
+def after_step(tr: Trainer, run: Run, data: TrainData, loss: torch.Tensor, lr: float) -> bool:
+    """Sum the loss; log, validate and checkpoint when due; True when the time budget is spent."""
+    t, procs = tr.exp.train, tr.procs
+    run.loss_sum += loss
+    run.loss_n += 1
+    run.bar.update(1)
+    validating = data.has_val and tr.step % t.validate_every == 0
+    seconds = tr.elapsed + time.perf_counter() - run.t0
+    timed_out = out_of_time(tr, seconds)
+    last = tr.step == run.stop or timed_out
+    if tr.step % t.log_every == 0 or validating or last:
+        log_row(tr, run, data.val_set if validating else None, lr, seconds)
+    if tr.step % t.checkpoint_every == 0 or last:
+        tr.elapsed += time.perf_counter() - run.t0
+        run.t0 = time.perf_counter()
+        if procs.is_main:
+            ckpt.save_checkpoint(run.out_dir / ckpt.CHECKPOINT, checkpoint_state(tr))
+        barrier(procs)
+    return timed_out
+
+
+def log_row(tr: Trainer, run: Run, val_set: SliceDataset | None, lr: float, seconds: float) -> None:
+    """One CSV row (and the bar's text): the mean loss since the last row, validation when given."""
+    procs = tr.procs
+    loss = all_mean(float(run.loss_sum) / run.loss_n, procs)
+    # rank 0 alone validates (val_set is None elsewhere); the others wait at the next all-reduce
+    val = validate(tr.ema, val_set, tr.exp, procs.device, tr.use_bf16) if val_set is not None else None
+    if procs.is_main:
+        run.postfix.update(loss=f"{loss:.4f}", **({"val_mae_gy": f"{val:.3f}"} if val is not None else {}))
+        run.bar.set_postfix(run.postfix)
+        append_log(run.out_dir / LOG_NAME, {"step": tr.step, "loss": f"{loss:.6g}", "lr": f"{lr:.6g}",
+                                  "val_mae_gy": "" if val is None else f"{val:.6g}", "seconds": f"{seconds:.1f}"})
+    run.loss_sum.zero_()
+    run.loss_n = 0
+
+
+def finish(tr: Trainer, run: Run, data: TrainData, rois: list[str], lr_pairs: list[list[str]],
+           dataset: dict | None, timed_out: bool) -> TrainResult:
+    """Final weights and config.json (rank 0) once the last step (or the time budget) is done."""
+    procs = tr.procs
+    finished = tr.step >= tr.exp.train.steps or timed_out
+    path = run.out_dir / ckpt.CHECKPOINT
     if finished and procs.is_main:
-        info = ckpt.model_info(exp, rois, lr_pairs, tr.step, train_set.image_size, dataset,
-                               ckpt.preprocess_info(train_set.cases[0].attrs))
-        path = ckpt.save_final(out_dir, tr.net, tr.ema, exp, info)
+        info = ckpt.model_info(tr.exp, rois, lr_pairs, tr.step, data.train_set.image_size, dataset,
+                               ckpt.preprocess_info(data.train_set.cases[0].attrs))
+        path = ckpt.save_final(run.out_dir, tr.net, tr.ema, tr.exp, info)
     elif finished:
-        path = out_dir / ckpt.WEIGHTS
+        path = run.out_dir / ckpt.WEIGHTS
     barrier(procs)
-    return TrainResult(path, tr.step, finished, tr.step - start, tr.net, tr.ema)
+    return TrainResult(path, tr.step, finished, tr.step - run.start, tr.net, tr.ema)

@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dosediff.config import ReportConfig
 from dosediff.evaluate import COLUMNS, long_rows
 from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case
 from dosediff.metrics.gamma import GammaConfig
 from dosediff.report import tables
-from dosediff.report.build import ReportConfig, build_report
+from dosediff.report.build import build_report
 from dosediff.report.markup import best_mask
 
 SHAPE, SPACING, RX = (6, 8, 8), (2.0, 2.0, 2.0), 50.0

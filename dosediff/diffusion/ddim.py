@@ -115,13 +115,11 @@ def ddim_sample(
     model_fn(y_t (B, ...), t (B,) long) -> eps. Random numbers come from `generator` (a CPU
     torch.Generator; None = the global RNG) in this order: y_T, then, when eta > 0, one
     noise tensor per step. `noise` (B, draws, ...) gives those draws instead, in that order.
+    steps, eta and spacing are taken as SampleConfig checked them.
     """
     if generator is not None and generator.device.type != "cpu":
         raise input_error("ddim_sample generator", f"on {generator.device}", "a CPU torch.Generator",
                           "create it with torch.Generator().manual_seed(seed); noise is moved to the device")
-    if eta < 0:
-        raise input_error("setting sampling eta", f"value {eta}", "eta >= 0",
-                          "use 0 (deterministic DDIM, the authors)")
     device = torch.device(device)
     timesteps = ddim_timesteps(steps, alphas_cumprod.shape[0], spacing)
 

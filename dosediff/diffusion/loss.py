@@ -1,6 +1,6 @@
 """Training objective (paper Eq. 6): epsilon prediction with the mean squared error.
 
-The paper writes an unspecified norm; the authors' code (FACTS.md) averages the squared
+The paper writes an unspecified norm; the authors' code averages the squared
 error over the whole slice, as here. The network is passed in as `model_fn(y_t, t) -> eps`,
 a closure over the conditions (CT, distance maps), so this module never imports a model.
 """

@@ -6,18 +6,46 @@ step t+1 is our t. alphas_cumprod[t] is the paper's alpha-bar_{t+1}.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from dosediff.errors import input_error
 
 
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The noise schedule an experiment trains and samples with (`schedule:` of an
+    experiment, saved in config.json): linear betas from beta_start to beta_end over
+    num_timesteps steps (DDPM; the authors' code: T 1000, 1e-4 to 0.02)."""
+
+    kind: str = "linear"
+    num_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.kind != "linear":
+            raise input_error("setting schedule.kind", f"value {self.kind!r}", "linear", "set schedule.kind: linear")
+        if self.num_timesteps < 2 or not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise input_error("setting schedule", f"T={self.num_timesteps}, betas {self.beta_start}..{self.beta_end}",
+                              "T >= 2 and 0 < beta_start < beta_end < 1", "use T 1000, betas 1e-4..0.02")
+
+    def alphas_cumprod(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """alphas_cumprod, float64 (T,) on `device`: the one place a schedule is built."""
+        return linear_schedule(self.num_timesteps, self.beta_start, self.beta_end, device)
+
+
+# What every model saved before the schedule section was trained with, spelled out so that
+# changing ScheduleConfig's defaults cannot change those old models.
+LEGACY_SCHEDULE = ScheduleConfig(kind="linear", num_timesteps=1000, beta_start=1e-4, beta_end=0.02)
+
+
 def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Linear variance schedule (DDPM; the authors' code), float64 (T,).
 
-    The paper's sentence on it is garbled (FACTS.md): betas rise linearly from 1e-4 to 0.02."""
-    if num_timesteps < 2 or not 0.0 < beta_start < beta_end < 1.0:
-        raise input_error("setting diffusion schedule", f"T={num_timesteps}, betas {beta_start}..{beta_end}",
-                          "T >= 2 and 0 < beta_start < beta_end < 1", "use T 1000, betas 1e-4..0.02")
+    The paper's sentence on it is garbled: betas rise linearly from 1e-4 to 0.02."""
+    ScheduleConfig("linear", num_timesteps, beta_start, beta_end)  # checks the values
     return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 

@@ -18,7 +18,7 @@ ARCHS = ("mmfnet", "unet")
 class ModelConfig:
     """Network hyperparameters. Defaults are the authors' size (about 179 M parameters at K=5).
 
-    arch: "mmfnet" (epsilon network of the diffusion model) or "unet" (one-step regressor).
+    arch: "mmfnet" (the diffusion model's denoising network) or "unet" (one-step regressor).
     cond_channels: K, channels of the condition stack (distance maps or masks); 0 = CT only.
     width: base channels; level i has width * channel_mult[i] channels.
     channel_mult: one multiplier per resolution level; len - 1 down-samplings.
@@ -98,7 +98,7 @@ class ModelConfig:
             raise input_error(
                 "setting model.fusion_former", "true while model.multiscale is false",
                 "fusionFormer only with separate CT/condition encoders (its query and key)",
-                "set model.multiscale: true, or model.fusion_former: false",
+                "set multiscale: true, or fusion_former: false (on the experiment)",
             )
 
     @property

@@ -11,7 +11,7 @@ from dosediff.models.unet import UNetBaseline
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """MMFNet (arch "mmfnet", the diffusion model's epsilon network) or UNetBaseline ("unet")."""
+    """MMFNet (arch "mmfnet", the diffusion model's denoising network) or UNetBaseline ("unet")."""
     return MMFNet(cfg) if cfg.arch == "mmfnet" else UNetBaseline(cfg)
 
 

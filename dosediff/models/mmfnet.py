@@ -1,4 +1,5 @@
-"""MMFNet (paper 2.4): multi-encoder, multi-scale fusion UNet predicting the noise epsilon.
+"""MMFNet (paper 2.4): multi-encoder, multi-scale fusion UNet predicting the noise epsilon
+(or v, as the experiment's parametrization says).
 
 How the multi-scale fusion is wired (the paper's Fig. 2, as the authors' code does it):
 three encoders of identical structure (`blocks.Encoder`) for the noisy dose y_t (1 ch),
@@ -30,6 +31,12 @@ from dosediff.errors import input_error
 from dosediff.models.blocks import Decoder, Encoder, TimeEmbedding
 from dosediff.models.config import ModelConfig
 from dosediff.models.fusion_former import FusionFormer
+
+
+def make_fusion(cfg: ModelConfig, channels: int) -> FusionFormer:
+    """The fusionFormer on the `channels`-wide lowest-resolution map, sized by cfg (both networks)."""
+    return FusionFormer(channels, tuple(cfg.fusion_patch_size), cfg.fusion_dim, cfg.fusion_depth, cfg.fusion_heads,
+                        cfg.fusion_mlp_dim)
 
 
 @dataclass
@@ -86,7 +93,8 @@ class ConditionEncoders(nn.Module):
 
 
 class MMFNet(nn.Module):
-    """epsilon_theta(y_t, x_CT, x_sdm, t): `model(y_t, t, ct, cond, cache=None) -> eps` (B, 1, H, W)."""
+    """The denoiser (paper: epsilon_theta(y_t, x_CT, x_sdm, t)): `model(y_t, t, ct, cond, cache=None)`
+    -> epsilon or v (B, 1, H, W)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -101,8 +109,7 @@ class MMFNet(nn.Module):
             self.encoder = Encoder(2 + cfg.cond_channels, cfg, emb_dim)
             skip_channels = self.encoder.out_channels
         if cfg.fusion_former:
-            self.fusion = FusionFormer(skip_channels[-1], tuple(cfg.fusion_patch_size), cfg.fusion_dim,
-                                       cfg.fusion_depth, cfg.fusion_heads, cfg.fusion_mlp_dim)
+            self.fusion = make_fusion(cfg, skip_channels[-1])
         self.decoder = Decoder(cfg, skip_channels, emb_dim)
 
     def _condition(self, ct: torch.Tensor, cond: torch.Tensor | None, emb: torch.Tensor | None) -> ConditionCache:

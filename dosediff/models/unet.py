@@ -16,8 +16,7 @@ from torch import nn
 
 from dosediff.models.blocks import Decoder, Encoder
 from dosediff.models.config import ModelConfig
-from dosediff.models.fusion_former import FusionFormer
-from dosediff.models.mmfnet import ConditionEncoders, check_inputs
+from dosediff.models.mmfnet import ConditionEncoders, check_inputs, make_fusion
 
 
 class UNetBaseline(nn.Module):
@@ -33,8 +32,7 @@ class UNetBaseline(nn.Module):
             self.encoder = Encoder(1 + cfg.cond_channels, cfg, None)
             skip_channels = self.encoder.out_channels
         if cfg.fusion_former:
-            self.fusion = FusionFormer(skip_channels[-1], tuple(cfg.fusion_patch_size), cfg.fusion_dim,
-                                       cfg.fusion_depth, cfg.fusion_heads, cfg.fusion_mlp_dim)
+            self.fusion = make_fusion(cfg, skip_channels[-1])
         self.decoder = Decoder(cfg, skip_channels, None)
 
     def forward(self, ct: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:

@@ -29,6 +29,7 @@ from dosediff.data.augment import AugmentParams, apply_transform
 from dosediff.data.dataset import denormalise_dose
 from dosediff.diffusion.ddim import ddim_sample
 from dosediff.diffusion.parametrization import to_epsilon
+from dosediff.experiment import ExperimentConfig, SampleConfig
 from dosediff.precision import bf16_autocast
 
 
@@ -81,6 +82,19 @@ class DiffusionPredictor:
         x = ddim_sample(eps_fn, tuple(noise[:, 0].shape), self.abar, self.steps, self.eta, device=noise.device,
                         spacing=self.spacing, noise=noise)
         return x.clamp(-1.0, 1.0)  # y_0 (B, 1, H, W); the last step returns the clipped estimate
+
+
+def slice_predictor(model: nn.Module, exp: ExperimentConfig, device: torch.device, *,
+                    sample: SampleConfig | None = None, bf16: bool = False, use_cache: bool = False
+                    ) -> SlicePredictor:
+    """The predictor of an experiment's network: DDIM under its noise schedule and
+    parametrization with `sample`'s steps, eta and spacing (default: exp.sample), or one
+    pass of the UNet baseline."""
+    if not exp.diffusion:
+        return RegressionPredictor(model, device, bf16)
+    s = sample or exp.sample
+    return DiffusionPredictor(model, exp.schedule.alphas_cumprod("cpu"), s.steps, s.eta, use_cache=use_cache,
+                              device=device, bf16=bf16, prediction=exp.parametrization, spacing=s.spacing)
 
 
 class RegressionPredictor:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from dosediff.errors import input_error
+from dosediff.config import ReportConfig
 from dosediff.report.case_dvh import case_dvh_figures
 from dosediff.report.figures import seed_figure, steps_figure
 from dosediff.report.markup import write_table
@@ -19,36 +18,6 @@ log = logging.getLogger("dosediff")
 # what every caption says about signed errors
 SIGNED = "A signed ΔX is predicted − reference: below 0 the model under-doses (D) or under-covers (V)."
 DECIMALS = 2  # a handful of test cases: 0.01 Gy, 0.01 % are already finer than their spread
-
-
-@dataclass(frozen=True)
-class StudyConfig:
-    """A sampling study on one experiment's test cases: DDIM steps (paper Fig. 4) or seeds
-    (paper Table 4). An empty experiment switches the study off."""
-
-    experiment: str = ""
-    steps: list[int] = field(default_factory=lambda: [8])
-    seeds: list[int] = field(default_factory=lambda: [0])
-
-    def __post_init__(self) -> None:
-        if not self.steps or min(self.steps) < 1 or not self.seeds:
-            raise input_error("setting report study", f"steps {self.steps}, seeds {self.seeds}",
-                              "non-empty lists, steps at least 1", "e.g. steps [1, 2, 4, 8], seeds [0]")
-
-    def variants(self) -> list[str]:
-        """Prediction-set names, e.g. steps8_seed0."""
-        return [f"steps{s}_seed{k}" for s in self.steps for k in self.seeds]
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    """Config section `report`: which experiments form which table, labels, studies."""
-
-    tables: dict[str, list[str]] = field(default_factory=dict)  # name -> experiments (Table 1/2 layout)
-    per_roi: list[str] = field(default_factory=list)  # experiments of the per-ROI table (Table 3)
-    labels: dict[str, str] = field(default_factory=dict)
-    steps_study: StudyConfig = field(default_factory=StudyConfig)
-    seed_study: StudyConfig = field(default_factory=StudyConfig)
 
 
 def _n_cases(per_case: pd.DataFrame, experiments: list[str]) -> str:

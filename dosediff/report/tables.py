@@ -43,7 +43,6 @@ _HEADERS = {
     "openkbp_dose_score": "OpenKBP dose score (Gy)", "openkbp_dvh_score": "OpenKBP DVH score (Gy)",
 }
 _BIAS_METRICS = ("dose_bias", "volume_bias")  # signed means: shown with their sign
-_IMAGE_METRICS = ("MAE", "SSIM", "PSNR", "gamma_pass_rate")
 
 
 # ---------------------------------------------------------------- input

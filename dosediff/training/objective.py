@@ -1,6 +1,7 @@
 """What the network is trained on, for both model kinds.
 
-Diffusion (MMFNet): the epsilon MSE of dosediff.diffusion.loss on the normalised dose.
+Diffusion (MMFNet): the MSE of dosediff.diffusion.loss (on epsilon or v, the experiment's
+parametrization) on the normalised dose, under the experiment's noise schedule.
 UNet baseline: one forward pass regressing the normalised dose, trained with L1 (default; the usual dose-prediction
 objective, the paper does not name one) or MSE over the whole slice.
 """
@@ -30,7 +31,7 @@ def training_loss(model: nn.Module, batch: dict[str, torch.Tensor], exp: Experim
             return model(y_t, t, ct, cond)
 
         # t and noise from the generator
-        return diffusion_loss(eps_fn, dose, schedule, generator=generator, prediction=exp.prediction)
+        return diffusion_loss(eps_fn, dose, schedule, generator=generator, prediction=exp.parametrization)
     pred = model(ct, cond)  # (B, 1, H, W) normalised dose
     if exp.train.regression_loss == "l1":
         return F.l1_loss(pred.float(), dose)
@@ -39,8 +40,4 @@ def training_loss(model: nn.Module, batch: dict[str, torch.Tensor], exp: Experim
 
 def make_schedule(exp: ExperimentConfig, device: torch.device) -> object | None:
     """The noise schedule of a diffusion experiment (None for the regressor)."""
-    if not exp.diffusion:
-        return None
-    from dosediff.diffusion.schedule import linear_schedule
-
-    return linear_schedule(device=device)
+    return exp.schedule.alphas_cumprod(device) if exp.diffusion else None

@@ -8,11 +8,11 @@ from torch.utils.data import DataLoader, Subset
 
 from dosediff.data.dataset import SliceDataset, denormalise_dose
 from dosediff.experiment import ExperimentConfig
-from dosediff.prediction.sampling import DiffusionPredictor, RegressionPredictor, SlicePredictor
+from dosediff.prediction.sampling import slice_predictor
 
 
 @torch.no_grad()
-def validate(model: nn.Module, dataset: SliceDataset, exp: ExperimentConfig, schedule: torch.Tensor | None,
+def validate(model: nn.Module, dataset: SliceDataset, exp: ExperimentConfig,
              device: torch.device, use_bf16: bool) -> float:
     """MAE in Gy over all body voxels of at most train.val_max_slices validation slices.
 
@@ -21,9 +21,7 @@ def validate(model: nn.Module, dataset: SliceDataset, exp: ExperimentConfig, sch
     successive validations differ only through the weights."""
     model.eval()
     s = exp.sample
-    predictor: SlicePredictor = (
-        DiffusionPredictor(model, schedule, s.steps, s.eta, False, device, use_bf16, exp.prediction, s.spacing)
-        if exp.diffusion else RegressionPredictor(model, device, use_bf16))
+    predictor = slice_predictor(model, exp, device, bf16=use_bf16)
     subset = Subset(dataset, dataset.spread_subset(exp.train.val_max_slices))
     loader = DataLoader(subset, batch_size=s.batch_size, shuffle=False, num_workers=0)
     generator = torch.Generator().manual_seed(s.seed)  # CPU: the same noise on any device

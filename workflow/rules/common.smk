@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from dosediff.config import PhantomConfig, ReportConfig, section
 from dosediff.config_check import check_config
 from dosediff.names import SAFE_WILDCARD, check_names, check_pseudonyms, is_safe_name
 
@@ -33,7 +34,7 @@ def find_cases():
     the patient folders found under dataset.input_dir (OpenKBP: also inside *-pats/),
     named by dataset.pseudonyms where the folder name is a patient identifier."""
     if SOURCE == "phantom":
-        n = int(config.get("phantom", {}).get("n_cases", 10))
+        n = section(config, PhantomConfig, "phantom").n_cases
         found = {
             f"phantom_{i:03d}": INPUT_DIR / f"phantom_{i:03d}" for i in range(1, n + 1)
         }
@@ -158,11 +159,8 @@ def h5_of(names):
 
 def study(kind):
     """Variants (e.g. steps8_seed0) and experiment of a sampling study, or None when off."""
-    cfg = REPORT.get(kind) or {}
-    if not cfg.get("experiment"):
-        return None
-    steps, seeds = cfg.get("steps", [8]), cfg.get("seeds", [0])
-    return cfg["experiment"], [f"steps{s}_seed{k}" for s in steps for k in seeds]
+    cfg = getattr(section(config, ReportConfig, "report"), kind)
+    return (cfg.experiment, cfg.variants()) if cfg.experiment else None
 
 
 def all_targets():
