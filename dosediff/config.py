@@ -30,7 +30,7 @@ class DatasetConfig:
 
     name: str = "phantom"
     source: str = "phantom"  # phantom | dicom | openkbp
-    input_dir: str = "results/phantom/dicom"
+    input_dir: str = ""  # patient folders; empty: results/<name>/dicom (source_dir)
     rois: list[str] = field(default_factory=list)  # canonical names, channel order
     targets: dict[str, float] = field(default_factory=dict)  # target ROI -> its dose level (Gy)
     required_rois: list[str] = field(default_factory=list)
@@ -40,6 +40,10 @@ class DatasetConfig:
     prescription_gy: float = 60.0
     exclude_cases: list[str] = field(default_factory=list)
     pseudonyms: dict[str, str] = field(default_factory=dict)  # patient folder name -> case id in outputs
+
+    @property
+    def source_dir(self) -> str:  # the workflow writes the phantom's DICOM there when unset
+        return self.input_dir or f"results/{self.name}/dicom"
 
     def __post_init__(self) -> None:
         if self.source not in ("phantom", "dicom", "openkbp"):

@@ -53,10 +53,8 @@ def long_rows(experiment: str, case: str, flat: dict) -> list[dict]:
     for key, (metric, unit) in SCORE_KEYS.items():
         if key in flat:
             add("All", metric, unit, float(flat[key]))
-    kbp = {k: v for k, v in flat.items() if k.startswith("openkbp/")}
-    if kbp:
-        cells = [v for v in kbp.values() if not math.isnan(v)]
-        add("All", "openkbp_dvh_score", "Gy", float(np.mean(cells)) if cells else math.nan)
+    if any(k.startswith("openkbp/") for k in flat):  # the case's cells pooled, as over cases
+        add("All", "openkbp_dvh_score", "Gy", openkbp_scores_from_rows([flat])["dvh_score"])
     return rows
 
 

@@ -86,19 +86,14 @@ def load_for_prediction(model_dir: Path, device: str | None = None) -> LoadedMod
     return LoadedModel(Path(model_dir), model, exp, info, dev)
 
 
-def uses_condition_cache(exp: ExperimentConfig) -> bool:
-    """True when the CT/condition encoders ignore the timestep, so their features are computed
-    once per batch and reused at every DDIM step and sample."""
-    net = exp.network
-    return exp.diffusion and net.multiscale and not net.cond_encoders_use_time
-
-
-def make_predictor(loaded: LoadedModel, sample: SampleConfig, use_cache: bool | None = None) -> SlicePredictor:
+def make_predictor(loaded: LoadedModel, sample: SampleConfig) -> SlicePredictor:
     """The model's slice predictor with `sample`'s settings; bf16 autocast as sample.bf16 says
-    (null: where the device has bf16 units); the condition cache where it applies."""
-    cache = uses_condition_cache(loaded.exp) if use_cache is None else use_cache
+    (null: where the device has bf16 units); the condition cache where the CT/condition
+    encoders ignore the timestep (their features computed once per batch, reused at every step)."""
+    net = loaded.exp.network
     return slice_predictor(loaded.model, loaded.exp, loaded.device, sample=sample,
-                           bf16=sampling_bf16(sample.bf16, loaded.device), use_cache=cache)
+                           bf16=sampling_bf16(sample.bf16, loaded.device),
+                           use_cache=loaded.exp.diffusion and net.multiscale and not net.cond_encoders_use_time)
 
 
 def predict_case(model_dir: Path, h5_path: Path, case_dir: Path, out_path: Path,
@@ -179,7 +174,7 @@ def case_manifest(loaded: LoadedModel, inputs: CaseInputs, case: Case, sample: S
         "experiment": exp.name,
         "model": exp.model,
         "model_step": loaded.info.get("step"),
-        "sample": dataclasses.asdict(sample),
+        "sample": {k: v for k, v in dataclasses.asdict(sample).items() if k != "seed"},  # the seed once, below
         "seed": sample.seed,
         "noise": "per slice, from (seed, case id, sample index, stored-grid z)",
         "condition_cache": isinstance(predictor, DiffusionPredictor) and predictor.use_cache,

@@ -31,10 +31,10 @@ from dosediff.io.nifti import read_case, read_image, write_case
 from dosediff.io.rtdose import read_rtdose
 from dosediff.models.factory import build_model
 from dosediff.phantom import SENTINELS, phantom_dataset_config, write_phantom_case
-from dosediff.predict import load_for_prediction, make_predictor, predict_case
+from dosediff.predict import load_for_prediction, predict_case
 from dosediff.prediction import outputs
 from dosediff.prediction.inputs import load_case_inputs
-from dosediff.prediction.sampling import DiffusionPredictor, sample_volume, slice_noise
+from dosediff.prediction.sampling import DiffusionPredictor, sample_volume, slice_noise, slice_predictor
 from dosediff.preprocess.body import body_mask
 from dosediff.preprocess.pipeline import preprocess_case
 from dosediff.preprocess.resample import restore_to_original
@@ -224,7 +224,7 @@ def test_condition_cache_equals_uncached(phantom, tmp_path):
     inputs = load_case_inputs(phantom["h5"], loaded.exp, loaded.info["rois"])
     results = []
     for use_cache in (True, False):
-        predictor = make_predictor(loaded, loaded.exp.sample, use_cache=use_cache)
+        predictor = slice_predictor(loaded.model, loaded.exp, loaded.device, use_cache=use_cache)
         assert predictor.use_cache == use_cache
         results.append(sample_volume(predictor, inputs.ct, inputs.cond, inputs.slices, _noise_hw(0, (32, 32)),
                                      n_samples=2, tta_flip=False, lr_swap=list(range(6)), batch_size=3,

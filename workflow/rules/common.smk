@@ -5,7 +5,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from dosediff.config import PhantomConfig, ReportConfig, section
+from dosediff.config import DatasetConfig, PhantomConfig, ReportConfig, section
+from dosediff.data.splits import EVALUATE_KEY
 from dosediff.config_check import check_config
 from dosediff.names import SAFE_WILDCARD, check_names, check_pseudonyms, is_safe_name
 
@@ -15,7 +16,7 @@ check_config(config)
 
 DATASET = config["dataset"]["name"]
 SOURCE = config["dataset"]["source"]
-INPUT_DIR = Path(config["dataset"].get("input_dir", f"results/{DATASET}/dicom"))
+INPUT_DIR = Path(section(config, DatasetConfig, "dataset").source_dir)
 RESULTS = f"results/{DATASET}"
 # new patients with a trained model (predict_new.smk)
 PREDICT_ONLY = bool(config.get("predict"))
@@ -124,9 +125,9 @@ def source_folder(wildcards):
 EXPERIMENTS = list(config.get("experiments", {}) or {})
 MEAN_DOSE = "mean_dose"  # the trivial predictor every model must beat
 REPORT = config.get("report", {}) or {}
-# `dosediff split` decides which split is evaluated (split.evaluate_on, auto: test when it has
-# patients, else validation) and names it under this key of splits.json.
-EVAL_SPLIT = "evaluate_on"
+# `dosediff split` decides which split is evaluated (split.evaluate_on) and names it under
+# this key of splits.json.
+EVAL_SPLIT = EVALUATE_KEY
 
 
 def experiment_settings(wildcards):
