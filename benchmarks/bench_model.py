@@ -27,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -37,8 +36,11 @@ from dosediff.diffusion.loss import diffusion_loss
 from dosediff.diffusion.schedule import linear_schedule
 from dosediff.models.config import ModelConfig
 from dosediff.models.factory import build_model, count_parameters
+from dosediff.precision import bf16_autocast
+from equal_settings import random_batch
 
 PHASES = ("train", "sample-paper", "sample-cached")
+CPU = torch.device("cpu")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,32 +77,15 @@ def model_config(args: argparse.Namespace, cached: bool) -> ModelConfig:
                        cond_encoders_use_time=not cached)
 
 
-def inputs(args: argparse.Namespace, b: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    s = args.size
-    ct = torch.rand(b, 1, s, s, generator=g) * 2 - 1  # normalised CT
-    cond = torch.randn(b, args.cond_channels, s, s, generator=g)  # distance maps (dm)
-    dose = torch.rand(b, 1, s, s, generator=g) * 2 - 1  # normalised dose
-    return ct, cond, dose
-
-
-def bf16(args: argparse.Namespace) -> bool:
-    return args.precision == "bf16"
-
-
-def autocast(args: argparse.Namespace):
-    return torch.autocast("cpu", dtype=torch.bfloat16) if bf16(args) else nullcontext()
-
-
 def bench_train(args: argparse.Namespace) -> dict:
     model = build_model(model_config(args, cached=False)).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     ac = linear_schedule()
-    ct, cond, dose = inputs(args, args.batch)
+    ct, cond, dose = random_batch(args.batch, args.size, args.cond_channels).values()
     times = []
     for i in range(args.warmup + args.train_steps):
         start = time.perf_counter()
-        with autocast(args):
+        with bf16_autocast(CPU, args.precision == "bf16"):
             loss = diffusion_loss(lambda y, t: model(y, t, ct, cond), dose, ac)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -115,17 +100,17 @@ def bench_train(args: argparse.Namespace) -> dict:
 def bench_sample(args: argparse.Namespace, cached: bool) -> dict:
     model = build_model(model_config(args, cached)).eval()
     ac = linear_schedule()
-    ct_all, cond_all, _ = inputs(args, args.timed_slices)
+    ct_all, cond_all, _ = random_batch(args.timed_slices, args.size, args.cond_channels).values()
     if args.channels_last:  # weights and inputs; every conv output follows the weights' format
         model = model.to(memory_format=torch.channels_last)
         ct_all, cond_all = (x.contiguous(memory_format=torch.channels_last) for x in (ct_all, cond_all))
     gen = torch.Generator().manual_seed(0)
-    with torch.inference_mode(), autocast(args):  # warm-up: one batch, one step
+    with torch.inference_mode(), bf16_autocast(CPU, args.precision == "bf16"):  # warm-up: one batch, one step
         b = min(args.sample_batch, args.timed_slices)
         model(torch.zeros(b, 1, args.size, args.size), torch.zeros(b, dtype=torch.long), ct_all[:b], cond_all[:b])
     batch_times = []
     start = time.perf_counter()
-    with torch.inference_mode(), autocast(args):
+    with torch.inference_mode(), bf16_autocast(CPU, args.precision == "bf16"):
         for lo in range(0, args.timed_slices, args.sample_batch):
             t0 = time.perf_counter()
             ct, cond = ct_all[lo:lo + args.sample_batch], cond_all[lo:lo + args.sample_batch]
@@ -150,7 +135,7 @@ def run_phase(args: argparse.Namespace) -> dict:
         out = bench_train(args)
     else:
         out = bench_sample(args, cached=args.phase == "sample-cached")
-    out.update(phase=args.phase, precision="bf16 autocast" if bf16(args) else "fp32",
+    out.update(phase=args.phase, precision="bf16 autocast" if args.precision == "bf16" else "fp32",
                peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
                load_avg_1min_before=load_before, load_avg_1min_after=os.getloadavg()[0])
     return out

@@ -36,7 +36,6 @@ import json
 import lzma
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile

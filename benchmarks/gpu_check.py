@@ -18,10 +18,11 @@ import json
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+from dosediff.precision import bf16_autocast
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -58,10 +59,6 @@ def timed(fn, device: torch.device, repeats: int) -> float:
         sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def ours_train(s: dict, device: torch.device, compiled: bool) -> float:
@@ -110,7 +107,7 @@ def authors_train(peers: Path, s: dict, device: torch.device, compiled: bool, bf
     def step() -> None:  # their train.py loop body, under bf16 autocast like ours (or fp32)
         opt.zero_grad()
         t = torch.randint(0, 1000, (n,), device=device)
-        with autocast(device) if bf16 else nullcontext():
+        with bf16_autocast(device, bf16):
             loss = diffusion.training_losses(net, b["dose"], t, model_kwargs={"ct": b["ct"], "dis": b["cond"]})
         loss["loss"].mean().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -128,7 +125,7 @@ def authors_volume(peers: Path, s: dict, device: torch.device, compiled: bool) -
     def volume() -> None:  # pred.py: every slice, batches of --bs
         for lo in range(0, s["slices"], s["sample_batch"]):
             ct, dis = data["ct"][lo:lo + s["sample_batch"]].to(device), data["cond"][lo:lo + s["sample_batch"]].to(device)
-            with autocast(device):
+            with bf16_autocast(device, True):
                 diffusion.ddim_sample_loop(net, (ct.shape[0], 1, s["size"], s["size"]), clip_denoised=True,
                                            model_kwargs={"ct": ct, "dis": dis}, eta=0.0, progress=False)
 

@@ -170,14 +170,10 @@ def _scaled(raw: np.ndarray, scale: float | None) -> np.ndarray:
     return raw.astype(np.float32) * np.float32(scale) if scale is not None else raw
 
 
-def _decode(ds: h5py.Dataset, raw: np.ndarray) -> np.ndarray:
-    return _scaled(raw, ds.attrs.get("scale"))
-
-
 def read_case_h5(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Read every dataset (distance maps as float32 in their unit) and the attributes."""
     with _reading(path) as f:
-        arrays = {name: _decode(ds, ds[()]) for name, ds in f.items()}
+        arrays = {name: _scaled(ds[()], ds.attrs.get("scale")) for name, ds in f.items()}
         attrs = {key: _from_attr(value) for key, value in f.attrs.items()}
     return arrays, attrs
 
@@ -212,7 +208,7 @@ class H5Case:
     def array(self, name: str) -> np.ndarray:
         """The whole dataset `name`, read with a handle of its own (the slice handle stays unopened)."""
         with _reading(self.path) as f:
-            return _decode(f[name], f[name][()])
+            return _scaled(f[name][()], f[name].attrs.get("scale"))
 
     def slice(self, z: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Axial slice z of the named datasets (default all): (H, W) for volumes, (K, H, W) for

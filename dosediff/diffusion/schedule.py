@@ -49,19 +49,10 @@ def linear_betas(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: 
     return torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float64)
 
 
-def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
-    """alpha-bar_t = prod_{s<=t} (1 - beta_s), float64 (T,)."""
-    return torch.cumprod(1.0 - betas.double(), dim=0)
-
-
-def linear_schedule(
-    num_timesteps: int = 1000,
-    beta_start: float = 1e-4,
-    beta_end: float = 0.02,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
-    """alphas_cumprod of the linear schedule, float64 (T,) on `device`; what the loss and DDIM take."""
-    return alphas_cumprod(linear_betas(num_timesteps, beta_start, beta_end)).to(device)
+def linear_schedule(num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """alpha-bar_t = prod_{s<=t} (1 - beta_s) of the linear schedule, float64 (T,) on `device`."""
+    return torch.cumprod(1.0 - linear_betas(num_timesteps, beta_start, beta_end), dim=0).to(device)
 
 
 def noise_coefficients(t: torch.Tensor | int, alphas_cumprod: torch.Tensor, like: torch.Tensor

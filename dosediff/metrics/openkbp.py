@@ -37,8 +37,6 @@ from dosediff.metrics.dvh import roi_doses
 OPENKBP_OARS: tuple[str, ...] = ("Brainstem", "SpinalCord", "RightParotid", "LeftParotid",
                                  "Esophagus", "Larynx", "Mandible")
 OPENKBP_TARGETS: tuple[str, ...] = ("PTV56", "PTV63", "PTV70")
-OAR_METRICS: tuple[str, ...] = ("D_0.1_cc", "mean")
-TARGET_METRICS: tuple[str, ...] = ("D_99", "D_95", "D_1")
 
 
 def dose_error(reference: np.ndarray, predicted: np.ndarray, possible_dose: np.ndarray,
