@@ -10,7 +10,12 @@ Contenders: mean_dose (the trivial predictor), unet, dosediff_paper (the paper's
 epsilon prediction), dosediff_best (the best recipe found: v-prediction), all with the
 network of --config (config/openkbp-cpu.yaml). Training uses train.max_minutes; the
 learning curve resumes each training from 25 % to 50 % to 100 % of the budget (the budget
-counts all runs) and scores each point. Gamma (3 %/3 mm) is computed only at 100 %.
+counts all runs) and scores each point. Gamma (3 %/3 mm) is computed only at 100 %, on a
+seeded subset of --gamma-points points per patient (the evaluate setting gamma.max_points).
+
+--ablate-cases N then re-samples dosediff_best's final weights with each sampling lever
+(DDIM steps, spacing, mean of several samples, flip averaging) on the first N scored
+patients, without training again, and prints an ablation table against the same patients.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=64, help="in-plane size after the body crop (rows = columns)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--contenders", nargs="+", default=[MEAN_DOSE, "unet", "dosediff_paper", "dosediff_best"])
+    p.add_argument("--gamma-points", type=int, default=20_000, help="gamma points per patient (seeded subset)")
+    p.add_argument("--ablate-cases", type=int, default=0, help="sampling ablation on the first N scored patients")
     p.add_argument("--work", type=Path, default=REPO / "results" / "bench_openkbp", help="output folder")
     return p.parse_args(argv)
 
@@ -87,13 +94,14 @@ def prepare(a: argparse.Namespace, settings: dict, work: Path) -> tuple[list[str
 
 
 def score(a: argparse.Namespace, settings: dict, work: Path, name: str, tag: str, scored: list[str],
-          gamma: bool) -> dict:
+          gamma: bool, predictions: Path | None = None) -> dict:
     """Evaluate one prediction set; the table's columns from per_case.csv and openkbp_scores.json."""
     s = copy.deepcopy(settings)
-    s.setdefault("evaluate", {})["gamma"] = {**s["evaluate"].get("gamma", {}), "enabled": gamma}
+    s.setdefault("evaluate", {})["gamma"] = {**s["evaluate"].get("gamma", {}), "enabled": gamma,
+                                             "max_points": a.gamma_points}
     out = work / "metrics" / name / tag
     run("evaluate", "--settings", json.dumps(s), "--experiment", name, "--cases", *scored,
-        "--nifti-dir", work / "nifti", "--predictions", work / "predictions" / name / tag, "--out", out,
+        "--nifti-dir", work / "nifti", "--predictions", predictions or work / "predictions" / name / tag, "--out", out,
         "--no-figures")
     per_case = pd.read_csv(out / "per_case.csv")
     body = per_case[per_case["roi"] == "Body"].groupby("metric")["value"].mean()
@@ -103,7 +111,7 @@ def score(a: argparse.Namespace, settings: dict, work: Path, name: str, tag: str
 
 
 def predict_all(a: argparse.Namespace, work: Path, name: str, tag: str, scored: list[str],
-                train: list[str]) -> float:
+                train: list[str], sample: dict | None = None) -> float:
     """Predict every scored patient; seconds per patient."""
     t0 = time.perf_counter()
     for case in scored:
@@ -113,7 +121,7 @@ def predict_all(a: argparse.Namespace, work: Path, name: str, tag: str, scored: 
             run("mean-dose", "--train-h5", *[work / "h5" / f"{c}.h5" for c in train], "--h5", h5, "--out", out)
         else:
             run("predict", "--model", work / "models" / name, "--h5", h5, "--case-dir", work / "nifti" / case,
-                "--out", out, "--threads", a.threads)
+                "--out", out, "--threads", a.threads, *(("--sample", json.dumps(sample)) if sample else ()))
     return (time.perf_counter() - t0) / len(scored)
 
 
@@ -128,13 +136,16 @@ def train_to(a: argparse.Namespace, settings: dict, work: Path, name: str, exp: 
     return {"steps": int(last["step"]), "train_s": float(last["seconds"])}
 
 
-def bench(a: argparse.Namespace) -> pd.DataFrame:
-    config = yaml.safe_load(a.config.read_text())
+def stage_settings(a: argparse.Namespace, config: dict) -> dict:
+    """The config's sections the stages read, with this run's data folder and size."""
     settings = {k: config[k] for k in ("dataset", "preprocess", "split", "evaluate") if k in config}
     settings["dataset"] = {**settings["dataset"], "input_dir": str(a.data)}
     settings["preprocess"] = {**settings.get("preprocess", {}), "size": [a.size, a.size]}
-    work = a.work / f"size{a.size}"
-    train, scored = prepare(a, settings, work)
+    return settings
+
+
+def bench(a: argparse.Namespace, config: dict, settings: dict, work: Path,
+          train: list[str], scored: list[str]) -> pd.DataFrame:
     exps = experiments(config)
     rows = []
     for name in a.contenders:
@@ -149,6 +160,27 @@ def bench(a: argparse.Namespace) -> pd.DataFrame:
                    **score(a, settings, work, name, tag, scored, gamma=frac == 1.0)}
             rows.append(row)
             print(json.dumps(row), flush=True)
+    return pd.DataFrame(rows)
+
+
+# Sampling levers, each alone against the experiment's own sample settings (8 leading DDIM steps).
+SAMPLE_LEVERS = {"steps4": {"steps": 4}, "steps16": {"steps": 16}, "trailing": {"spacing": "trailing"},
+                 "flip": {"tta_flip": True}, "mean4": {"n_samples": 4}}
+
+
+def ablate_sampling(a: argparse.Namespace, settings: dict, work: Path, scored: list[str],
+                    train: list[str], name: str = "dosediff_best") -> pd.DataFrame:
+    """Re-sample the final weights with each lever on the first --ablate-cases patients."""
+    cases = scored[: a.ablate_cases]
+    base = score(a, settings, work, name, "ablate_base", cases, gamma=False,
+                 predictions=work / "predictions" / name / "100pct")
+    rows = [{"lever": "none (8 leading steps, 1 sample)", **base}]
+    for lever, sample in SAMPLE_LEVERS.items():
+        tag = f"ablate_{lever}"
+        predict_s = predict_all(a, work, name, tag, cases, train, sample)
+        rows.append({"lever": lever, **score(a, settings, work, name, tag, cases, gamma=False),
+                     "predict_s_per_patient": predict_s})
+        print(json.dumps(rows[-1]), flush=True)
     return pd.DataFrame(rows)
 
 
@@ -176,8 +208,11 @@ def curve_figure(df: pd.DataFrame, path: Path, budget: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
-    df = bench(a)
+    config = yaml.safe_load(a.config.read_text())
+    settings = stage_settings(a, config)
     work = a.work / f"size{a.size}"
+    train, scored = prepare(a, settings, work)
+    df = bench(a, config, settings, work, train, scored)
     df.to_csv(work / "bench_openkbp.csv", index=False)
     curve_figure(df, work / "learning_curve.png", a.budget_minutes)
     final = df[df["budget_pct"] == 100]
@@ -186,6 +221,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{len(final)} contenders, {a.budget_minutes:g} min each, {a.size}^2, 2 cores; scored on {a.split}")
     print(final[cols].to_markdown(index=False, floatfmt=".3f"))
     print(f"\nlearning curve: {work / 'learning_curve.png'}")
+    if a.ablate_cases:
+        abl = ablate_sampling(a, settings, work, scored, train)
+        abl.to_csv(work / "ablation_sampling.csv", index=False)
+        print(f"\nsampling levers on dosediff_best's final weights, first {a.ablate_cases} scored patients")
+        print(abl.to_markdown(index=False, floatfmt=".3f"))
 
 
 if __name__ == "__main__":
