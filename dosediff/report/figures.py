@@ -19,13 +19,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dosediff.errors import input_error, warn
+from dosediff.errors import warn
 from dosediff.metrics.dvh import cumulative_dvh
 from dosediff.report.plotting import STYLE, check_grid, check_spacing, new_figure, roi_colours, save
-from dosediff.report.tables import SEED_COLUMNS, metric_label
+from dosediff.report.tables import SEED_COLUMNS, metric_label, require_columns
 
 __all__ = ["dvh_curve", "dvh_figure", "seed_figure", "steps_figure"]
 STEPS_COLUMNS = ["experiment", "steps", "case", "metric", "value", "seconds"]
+STUDY_FIX = "regenerate the table with the sampling study of the predict stage"
 
 
 # ---------------------------------------------------------------- DVH
@@ -83,18 +84,11 @@ def dvh_figure(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str,
 
 # ---------------------------------------------------------------- sampling studies
 
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise input_error(what, f"columns {list(df.columns)} lack {missing}", f"the columns {list(columns)}",
-                          "regenerate the table with the sampling study of the predict stage")
-
-
 def steps_figure(steps: pd.DataFrame, path: str | Path, metrics: Sequence[str] | None = None,
                  title: str | None = None) -> Figure:
     """Paper Fig. 4: per metric, mean ± std over cases versus DDIM steps (log axis), one colour
     per experiment, and the mean time per case on a second (right) axis, grey dashed."""
-    _require(steps, STEPS_COLUMNS, "steps study table (steps.csv)")
+    require_columns(steps, STEPS_COLUMNS, "steps study table (steps.csv)", STUDY_FIX)
     df = steps.copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     metrics = list(metrics or dict.fromkeys(df["metric"]))
@@ -145,7 +139,7 @@ def steps_figure(steps: pd.DataFrame, path: str | Path, metrics: Sequence[str] |
 def seed_figure(seeds: pd.DataFrame, path: str | Path, title: str | None = None) -> Figure:
     """Spread over sampling seeds: per metric, one point per seed (the mean over cases) for each
     experiment, with a bar at the mean over seeds."""
-    _require(seeds, SEED_COLUMNS, "seed study table (seeds.csv)")
+    require_columns(seeds, SEED_COLUMNS, "seed study table (seeds.csv)", STUDY_FIX)
     df = seeds.copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     per_seed = {k: g.groupby("seed")["value"].mean().dropna().to_numpy()
