@@ -138,7 +138,7 @@ def train_step(tr: Trainer, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     batch = {k: v.to(tr.procs.device, non_blocking=True) for k, v in batch.items()}
     tr.model.train()
     with bf16_autocast(tr.procs.device, tr.use_bf16):
-        loss = training_loss(tr.model, batch, tr.exp, tr.schedule, None)
+        loss = training_loss(tr.model, batch, tr.exp, tr.schedule)
     tr.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if tr.exp.train.grad_clip > 0:
