@@ -226,23 +226,6 @@ def make_loader(dataset: SliceDataset, tr: Trainer, stop: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(t.seed))  # keeps the global RNG untouched
 
 
-def train(exp: ExperimentConfig, dataset: DatasetConfig, h5_dir: Path, splits_path: Path, out_dir: Path,
-          threads: int | None = None, *, stop_after: int | None = None,
-          on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Train (or resume) to exp.train.steps, or for at most stop_after steps in this call;
-    result.path is model.safetensors when the last step is done, else the checkpoint.
-
-    dataset: the training data's ROIs and pairs, recorded in config.json for new patients;
-    on_step(step) is called after every step (a test hook: raising there imitates a kill)."""
-    if threads:
-        torch.set_num_threads(threads)
-    procs = setup_processes()
-    try:
-        return _run(exp, dataset, h5_dir, splits_path, out_dir, procs, stop_after, on_step)
-    finally:
-        teardown(procs)
-
-
 @dataclass
 class TrainData:
     """The training slices and, on rank 0 when validation is due at all, the validation slices."""
@@ -266,24 +249,36 @@ class Run:
     postfix: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _run(exp: ExperimentConfig, dataset: DatasetConfig, h5_dir: Path, splits_path: Path, out_dir: Path,
-         procs: Processes, stop_after: int | None, on_step: Callable[[int], None] | None) -> TrainResult:
-    data = load_data(exp, dataset, h5_dir, splits_path, procs)
-    tr = build_trainer(exp, procs)
-    if procs.is_main:
-        log.info(f"{exp.name}: {procs.world} process(es) on {procs.device.type}, "
-                 f"{'bf16 autocast' if tr.use_bf16 else 'fp32'} (train.bf16: {json.dumps(exp.train.bf16)})")
-    run = open_run(tr, out_dir, stop_after)
-    timed_out = False
-    for batch in make_loader(data.train_set, tr, run.stop):
-        timed_out = after_step(tr, run, data, *train_step(tr, batch))
-        if on_step is not None:
-            on_step(tr.step)
-        if timed_out:
-            log.info(f"{exp.name}: train.max_minutes {exp.train.max_minutes} reached at step {tr.step}")
-            break
-    run.bar.close()
-    return finish(tr, run, data, dataset, timed_out)
+def train(exp: ExperimentConfig, dataset: DatasetConfig, h5_dir: Path, splits_path: Path, out_dir: Path,
+          threads: int | None = None, *, stop_after: int | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train (or resume) to exp.train.steps, or for at most stop_after steps in this call;
+    result.path is model.safetensors when the last step is done, else the checkpoint.
+
+    dataset: the training data's ROIs and pairs, recorded in config.json for new patients;
+    on_step(step) is called after every step (a test hook: raising there imitates a kill)."""
+    if threads:
+        torch.set_num_threads(threads)
+    procs = setup_processes()
+    try:
+        data = load_data(exp, dataset, h5_dir, splits_path, procs)
+        tr = build_trainer(exp, procs)
+        if procs.is_main:
+            log.info(f"{exp.name}: {procs.world} process(es) on {procs.device.type}, "
+                     f"{'bf16 autocast' if tr.use_bf16 else 'fp32'} (train.bf16: {json.dumps(exp.train.bf16)})")
+        run = open_run(tr, out_dir, stop_after)
+        timed_out = False
+        for batch in make_loader(data.train_set, tr, run.stop):
+            timed_out = after_step(tr, run, data, *train_step(tr, batch))
+            if on_step is not None:
+                on_step(tr.step)
+            if timed_out:
+                log.info(f"{exp.name}: train.max_minutes {exp.train.max_minutes} reached at step {tr.step}")
+                break
+        run.bar.close()
+        return finish(tr, run, data, dataset, timed_out)
+    finally:
+        teardown(procs)
 
 
 def load_data(exp: ExperimentConfig, dataset: DatasetConfig, h5_dir: Path, splits_path: Path,
