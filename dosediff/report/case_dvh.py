@@ -64,7 +64,7 @@ def dvh_overlay_figure(reference: np.ndarray, predictions: Mapping[str, np.ndarr
 
 
 def case_dvh_figures(cases: Sequence[str], nifti_dir: Path, predictions: Mapping[str, Path], out_dir: Path,
-                     prescription_gy: float | None = None, bin_width_gy: float = 0.01) -> list[Path]:
+                     bin_width_gy: float = 0.01) -> list[Path]:
     """out_dir/<case>.png for each case: predictions maps model label -> folder of <case>.nii.gz."""
     from dosediff.io.nifti import read_case, read_image
 
@@ -77,7 +77,7 @@ def case_dvh_figures(cases: Sequence[str], nifti_dir: Path, predictions: Mapping
         doses = {label: read_image(Path(folder) / f"{case}.nii.gz")[0] for label, folder in predictions.items()}
         path = Path(out_dir) / f"{case}.png"
         dvh_overlay_figure(ref.dose, doses, ref.masks, ref.geometry.spacing, path,
-                           prescription_gy=ref.prescription_gy or prescription_gy, title=f"{case}: DVH, all models",
+                           prescription_gy=ref.prescription_gy, title=f"{case}: DVH, all models",
                            bin_width_gy=bin_width_gy, case=case)
         written.append(path)
     return written
