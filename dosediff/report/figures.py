@@ -43,6 +43,16 @@ def dvh_curve(dose: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float],
     return x, y
 
 
+def finish_dvh_axes(ax, title: str | None, handles: list | None = None) -> None:
+    """What every DVH plot shares: axis labels, grid, the legend right of the axes, the title."""
+    ax.set_xlabel("Dose (Gy)")
+    ax.set_ylabel("Volume (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if title:
+        ax.set_title(title)
+
+
 def dvh_figure(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, np.ndarray],
                spacing_mm: Sequence[float], path: str | Path, title: str | None = None,
                bin_width_gy: float = 0.01, case: str | None = None) -> Figure:
@@ -69,15 +79,10 @@ def dvh_figure(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str,
                 x_max = max(x_max, float(x[-1]))
         ax.set_xlim(0, x_max * 1.03 if x_max > 0 else 1.0)
         ax.set_ylim(0, 102)
-        ax.set_xlabel("Dose (Gy)")
-        ax.set_ylabel("Volume (%)")
-        ax.grid(True, alpha=0.3)
         handles = [Line2D([], [], color=c, lw=2.5, label=r) for r, c in zip(rois, roi_colours(len(rois)))]
         handles += [Line2D([], [], color="0.2", ls="-", label="reference"),
                     Line2D([], [], color="0.2", ls="--", label="prediction")]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        if title:
-            ax.set_title(title)
+        finish_dvh_axes(ax, title, handles)
     save(fig, path)
     return fig
 

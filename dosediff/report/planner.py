@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 from dosediff.atomic import atomic_dir
 from dosediff.goals import Goal, evaluate_goals
 from dosediff.metrics.dvh import cumulative_dvh
-from dosediff.report.figures import dvh_curve
+from dosediff.report.figures import dvh_curve, finish_dvh_axes
 from dosediff.report.plotting import CT_WINDOW_HU, LOW_DOSE_FRACTION, STYLE, new_figure, roi_colours, save
 from dosediff.report.slices import default_slice_indices
 from dosediff.volume import Case
@@ -78,12 +78,8 @@ def dvh_plot(case: Case, predicted: np.ndarray, path: Path, bin_width_gy: float,
                 if dose is not None:
                     x, y = dvh_curve(dose, mask, case.geometry.spacing, bin_width_gy, roi)
                     ax.plot(x, y, style, color=colours[roi], lw=1.6, label=f"{roi} {kind}")
-        ax.set_xlabel("Dose (Gy)")
-        ax.set_ylabel("Volume (%)")
         ax.set_ylim(0, 102)
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        ax.set_title(title)
+        finish_dvh_axes(ax, title)
     save(fig, path)
     return fig
 
