@@ -2,7 +2,7 @@
 
 checkpoint.pt: one `torch.save` dict of tensors, numbers, strings, lists and dicts only, so
 `torch.load(weights_only=True)` reads it: model, EMA, optimizer and lr scheduler state
-dicts, RNG states (python, numpy, torch, CUDA, the noise generator) as tensors/lists, the
+dicts, RNG states (python, numpy, torch, CUDA; the noise uses torch's) as tensors/lists, the
 step, and the resolved config as JSON text. Written to a temporary file then renamed
 (os.replace), so a run killed while saving leaves the previous checkpoint intact.
 
@@ -64,21 +64,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def capture_rng(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
-    """RNG states of python, numpy, torch (and CUDA) and the named generators, as tensors/lists."""
+def capture_rng() -> dict[str, Any]:
+    """RNG states of python, numpy, torch (and CUDA), as tensors/lists."""
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
+    return {
         "python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "generators": {k: g.get_state() for k, g in (generators or {}).items()},
     }
-    return state
 
 
-def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
+def restore_rng(state: dict[str, Any]) -> None:
     """Inverse of capture_rng."""
     version, mt, gauss = state["python"]
     random.setstate((version, tuple(int(v) for v in mt.tolist()), gauss))
@@ -87,8 +85,6 @@ def restore_rng(state: dict[str, Any], generators: dict[str, torch.Generator] | 
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    for name, gen in (generators or {}).items():
-        gen.set_state(state["generators"][name].cpu())
 
 
 def model_info(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], step: int,

@@ -77,9 +77,14 @@ def cmd_split(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from dosediff.config import DatasetConfig, section
+    from dosediff.experiment import ExperimentConfig
     from dosediff.train import train
 
-    train(_settings(args), args.experiment, Path(args.h5_dir), Path(args.splits), Path(args.out), args.threads)
+    settings = _settings(args)
+    dataset = section(settings, DatasetConfig, "dataset")  # built once: the experiment's ROIs and config.json
+    exp = ExperimentConfig.from_settings(settings, args.experiment, dataset)
+    train(exp, dataset, Path(args.h5_dir), Path(args.splits), Path(args.out), args.threads)
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:

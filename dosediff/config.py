@@ -22,6 +22,8 @@ from dosediff.errors import input_error
 from dosediff.names import check_name, check_names, check_pseudonyms
 
 T = TypeVar("T")
+# Distance maps preprocessing can store; the experiment conditions of the same names read them.
+REPRESENTATIONS = ("tsbdm", "msdm", "psdm")
 
 
 @dataclass(frozen=True)
@@ -101,11 +103,10 @@ class PreprocessConfig:
     compression_level: int = 4
 
     def __post_init__(self) -> None:
-        allowed = {"psdm", "msdm", "tsbdm"}
-        bad = [r for r in self.representations if r not in allowed]
+        bad = [r for r in self.representations if r not in REPRESENTATIONS]
         if bad:
             raise input_error("setting preprocess.representations", f"values {bad}",
-                              f"names from {sorted(allowed)} (masks are always stored)",
+                              f"names from {sorted(REPRESENTATIONS)} (masks are always stored)",
                               "remove or correct them")
         if len(self.size) != 2 or min(self.size) < 8 or max(self.size) > 2048:  # bounded before allocation
             raise input_error("setting preprocess.size", f"value {self.size}",

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dosediff.config import DatasetConfig, PhantomConfig, PreprocessConfig, SplitConfig, section
+from dosediff.config import REPRESENTATIONS, DatasetConfig, PhantomConfig, PreprocessConfig, SplitConfig, section
 from dosediff.errors import InputError, input_error
 from dosediff.names import check_name, check_pseudonyms
-
-# Conditions read from a stored distance map (masks are always stored; "none" reads nothing).
-STORED_CONDITIONS = ("psdm", "msdm", "tsbdm")
 
 
 def check_condition_stored(name: str, condition: str, preprocess: PreprocessConfig) -> None:
     """An experiment's distance-map condition must be one that preprocessing stores."""
-    if condition in STORED_CONDITIONS and condition not in preprocess.representations:
+    if condition in REPRESENTATIONS and condition not in preprocess.representations:
         raise input_error(f"setting experiments.{name}.condition",
                           f"value {condition!r}, not among preprocess.representations {preprocess.representations}",
                           "a condition that preprocessing stores (mask and none always work)",

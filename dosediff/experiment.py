@@ -18,7 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from dosediff.config import DatasetConfig, from_dict, section
+from dosediff.config import REPRESENTATIONS, DatasetConfig, from_dict, section
 from dosediff.diffusion.ddim import SPACINGS
 from dosediff.diffusion.parametrization import PREDICTIONS
 from dosediff.diffusion.schedule import LEGACY_SCHEDULE, ScheduleConfig
@@ -26,7 +26,7 @@ from dosediff.errors import input_error
 from dosediff.models.config import ARCHS, ModelConfig
 from dosediff.names import check_name
 
-CONDITIONS = ("none", "mask", "tsbdm", "msdm", "psdm")
+CONDITIONS = ("none", "mask", *REPRESENTATIONS)
 DERIVED_NETWORK_KEYS = ("arch", "cond_channels", "multiscale", "fusion_former")
 
 

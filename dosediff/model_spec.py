@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from dosediff.checkpoint import read_config
-from dosediff.config import DatasetConfig, PreprocessConfig, from_dict
+from dosediff.config import REPRESENTATIONS, DatasetConfig, PreprocessConfig, from_dict
 from dosediff.errors import input_error, warn
 from dosediff.experiment import ExperimentConfig
 
 # Dataset keys the model decides in a prediction-only run (given by the user, they must agree).
 MODEL_DATASET_KEYS = ("rois", "targets", "required_rois", "lr_pairs", "prescription_gy")
-DISTANCE_CONDITIONS = ("psdm", "msdm", "tsbdm")  # conditions stored under their own name
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ def read_model_spec(model_dir: Path) -> ModelSpec:
     dataset = from_dict(DatasetConfig, data, f"{where}: dataset")
     prep = dict(info.get("preprocess") or {})
     prep.setdefault("size", info.get("image_size") or [96, 96])
-    prep.setdefault("representations", [exp.condition] if exp.condition in DISTANCE_CONDITIONS else [])
+    prep.setdefault("representations", [exp.condition] if exp.condition in REPRESENTATIONS else [])
     preprocess = from_dict(PreprocessConfig, prep, f"{where}: preprocess")
     return ModelSpec(model_dir, exp, info, dataset, preprocess)
 

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from dosediff import checkpoint as ckpt
-from dosediff.config import DatasetConfig, section
+from dosediff.config import DatasetConfig
 from dosediff.data.dataset import SliceDataset
 from dosediff.errors import input_error, log, warn
 from dosediff.experiment import ExperimentConfig, saved_experiment
@@ -53,7 +53,7 @@ RUNTIME_KEYS = ("checkpoint_every", "validate_every", "log_every", "num_workers"
 
 @dataclass
 class TrainResult:
-    """What a call of run_training leaves: the output path, progress and the networks."""
+    """What a call of train leaves: the output path, progress and the networks."""
 
     path: Path  # model.safetensors when the last step is done, else checkpoint.pt
     step: int
@@ -78,16 +78,6 @@ class Trainer:
     use_bf16: bool
     step: int = 0
     elapsed: float = 0.0  # seconds of training over all runs
-
-
-def train(settings: dict, experiment: str, h5_dir: Path, splits_path: Path, out_dir: Path,
-          threads: int | None = None, *, stop_after: int | None = None) -> Path:
-    """Train experiment `experiment` of the workflow config; return model.safetensors (or,
-    when stop_after steps of this run ended it early, the checkpoint to resume from)."""
-    dataset = section(settings, DatasetConfig, "dataset")
-    exp = ExperimentConfig.from_settings(settings, experiment, dataset)
-    return run_training(exp, dataset.rois, dataset.lr_pairs, Path(h5_dir), Path(splits_path), Path(out_dir),
-                        threads, stop_after=stop_after, dataset=dataclasses.asdict(dataset)).path
 
 
 def case_paths(splits_path: Path, h5_dir: Path, split: str) -> list[Path]:
@@ -148,7 +138,7 @@ def train_step(tr: Trainer, batch: dict[str, torch.Tensor]) -> tuple[torch.Tenso
     batch = {k: v.to(tr.procs.device, non_blocking=True) for k, v in batch.items()}
     tr.model.train()
     with bf16_autocast(tr.procs.device, tr.use_bf16):
-        loss = training_loss(tr.model, batch, tr.exp, tr.schedule, None)
+        loss = training_loss(tr.model, batch, tr.exp, tr.schedule)
     tr.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if tr.exp.train.grad_clip > 0:
@@ -236,23 +226,6 @@ def make_loader(dataset: SliceDataset, tr: Trainer, stop: int) -> DataLoader:
                       generator=torch.Generator().manual_seed(t.seed))  # keeps the global RNG untouched
 
 
-def run_training(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_dir: Path,
-                 splits_path: Path, out_dir: Path, threads: int | None = None, *,
-                 stop_after: int | None = None, on_step: Callable[[int], None] | None = None,
-                 dataset: dict | None = None) -> TrainResult:
-    """Train (or resume) to exp.train.steps, or for at most stop_after steps in this call.
-
-    on_step(step) is called after every step (a test hook: raising there imitates a kill);
-    dataset: the dataset section, recorded in config.json for prediction on new patients."""
-    if threads:
-        torch.set_num_threads(threads)
-    procs = setup_processes()
-    try:
-        return _run(exp, rois, lr_pairs, h5_dir, splits_path, out_dir, procs, stop_after, on_step, dataset)
-    finally:
-        teardown(procs)
-
-
 @dataclass
 class TrainData:
     """The training slices and, on rank 0 when validation is due at all, the validation slices."""
@@ -276,35 +249,47 @@ class Run:
     postfix: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def _run(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_dir: Path, splits_path: Path,
-         out_dir: Path, procs: Processes, stop_after: int | None,
-         on_step: Callable[[int], None] | None, dataset: dict | None = None) -> TrainResult:
-    data = load_data(exp, rois, lr_pairs, h5_dir, splits_path, procs)
-    tr = build_trainer(exp, procs)
-    if procs.is_main:
-        log.info(f"{exp.name}: {procs.world} process(es) on {procs.device.type}, "
-                 f"{'bf16 autocast' if tr.use_bf16 else 'fp32'} (train.bf16: {json.dumps(exp.train.bf16)})")
-    run = open_run(tr, out_dir, stop_after)
-    timed_out = False
-    for batch in make_loader(data.train_set, tr, run.stop):
-        timed_out = after_step(tr, run, data, *train_step(tr, batch))
-        if on_step is not None:
-            on_step(tr.step)
-        if timed_out:
-            log.info(f"{exp.name}: train.max_minutes {exp.train.max_minutes} reached at step {tr.step}")
-            break
-    run.bar.close()
-    return finish(tr, run, data, rois, lr_pairs, dataset, timed_out)
+def train(exp: ExperimentConfig, dataset: DatasetConfig, h5_dir: Path, splits_path: Path, out_dir: Path,
+          threads: int | None = None, *, stop_after: int | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train (or resume) to exp.train.steps, or for at most stop_after steps in this call;
+    result.path is model.safetensors when the last step is done, else the checkpoint.
+
+    dataset: the training data's ROIs and pairs, recorded in config.json for new patients;
+    on_step(step) is called after every step (a test hook: raising there imitates a kill)."""
+    if threads:
+        torch.set_num_threads(threads)
+    procs = setup_processes()
+    try:
+        data = load_data(exp, dataset, h5_dir, splits_path, procs)
+        tr = build_trainer(exp, procs)
+        if procs.is_main:
+            log.info(f"{exp.name}: {procs.world} process(es) on {procs.device.type}, "
+                     f"{'bf16 autocast' if tr.use_bf16 else 'fp32'} (train.bf16: {json.dumps(exp.train.bf16)})")
+        run = open_run(tr, out_dir, stop_after)
+        timed_out = False
+        for batch in make_loader(data.train_set, tr, run.stop):
+            timed_out = after_step(tr, run, data, *train_step(tr, batch))
+            if on_step is not None:
+                on_step(tr.step)
+            if timed_out:
+                log.info(f"{exp.name}: train.max_minutes {exp.train.max_minutes} reached at step {tr.step}")
+                break
+        run.bar.close()
+        return finish(tr, run, data, dataset, timed_out)
+    finally:
+        teardown(procs)
 
 
-def load_data(exp: ExperimentConfig, rois: list[str], lr_pairs: list[list[str]], h5_dir: Path,
-              splits_path: Path, procs: Processes) -> TrainData:
+def load_data(exp: ExperimentConfig, dataset: DatasetConfig, h5_dir: Path, splits_path: Path,
+              procs: Processes) -> TrainData:
     """The train split (augmented, its size checked against the network) and the validation split."""
-    train_set = SliceDataset(case_paths(splits_path, h5_dir, "train"), exp, rois, lr_pairs, augment=True)
+    train_set = SliceDataset(case_paths(splits_path, h5_dir, "train"), exp, dataset.rois, dataset.lr_pairs,
+                             augment=True)
     exp.network.check_input_size(*train_set.image_size)
     val_paths = case_paths(splits_path, h5_dir, "validation")
     has_val = bool(val_paths) and exp.train.validate_every > 0
-    val_set = SliceDataset(val_paths, exp, rois) if has_val and procs.is_main else None
+    val_set = SliceDataset(val_paths, exp, dataset.rois) if has_val and procs.is_main else None
     if not val_paths and procs.is_main:
         warn(splits_path, "an empty validation split", "training runs without validation")
     return TrainData(train_set, val_set, has_val)
@@ -364,14 +349,14 @@ def log_row(tr: Trainer, run: Run, val_set: SliceDataset | None, lr: float, seco
     run.loss_n = 0
 
 
-def finish(tr: Trainer, run: Run, data: TrainData, rois: list[str], lr_pairs: list[list[str]],
-           dataset: dict | None, timed_out: bool) -> TrainResult:
+def finish(tr: Trainer, run: Run, data: TrainData, dataset: DatasetConfig, timed_out: bool) -> TrainResult:
     """Final weights and config.json (rank 0) once the last step (or the time budget) is done."""
     procs = tr.procs
     finished = tr.step >= tr.exp.train.steps or timed_out
     path = run.out_dir / ckpt.CHECKPOINT
     if finished and procs.is_main:
-        info = ckpt.model_info(tr.exp, rois, lr_pairs, tr.step, data.train_set.image_size, dataset,
+        info = ckpt.model_info(tr.exp, dataset.rois, dataset.lr_pairs, tr.step, data.train_set.image_size,
+                               dataclasses.asdict(dataset),
                                ckpt.preprocess_info(data.train_set.cases[0].attrs))
         path = ckpt.save_final(run.out_dir, tr.net, tr.ema, tr.exp, info)
     elif finished:

@@ -8,7 +8,7 @@ columns are the physical directions of the index axes (x, y, z), flattened row-m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import SimpleITK as sitk
@@ -56,21 +56,11 @@ class Geometry:
         return ijk[..., ::-1]
 
     def to_dict(self) -> dict:
-        return {
-            "shape": list(self.shape),
-            "spacing": list(self.spacing),
-            "origin": list(self.origin),
-            "direction": list(self.direction),
-        }
+        return {f.name: list(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Geometry:
-        return cls(
-            shape=tuple(d["shape"]),
-            spacing=tuple(d["spacing"]),
-            origin=tuple(d["origin"]),
-            direction=tuple(d["direction"]),
-        )
+        return cls(**{f.name: d[f.name] for f in fields(cls)})  # __post_init__ makes them tuples
 
     @classmethod
     def from_sitk(cls, image: sitk.Image) -> Geometry:

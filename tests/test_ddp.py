@@ -27,12 +27,13 @@ def _worker(rank: int, world: int, port: int, root: str, exp_dict: dict) -> None
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     sys.path.insert(0, TESTS)
+    from dosediff.config import DatasetConfig
     from dosediff.experiment import ExperimentConfig
-    from dosediff.train import run_training
+    from dosediff.train import train
 
     exp = ExperimentConfig.from_mapping(exp_dict, "toy", ROIS)
-    result = run_training(exp, ROIS, LR_PAIRS, Path(root) / "h5", Path(root) / "splits.json",
-                          Path(root) / "out", threads=1)
+    result = train(exp, DatasetConfig(rois=ROIS, lr_pairs=LR_PAIRS), Path(root) / "h5", Path(root) / "splits.json",
+                   Path(root) / "out", threads=1)
     torch.save({"model": result.model.state_dict(), "ema": result.ema.state_dict(), "step": result.step},
                Path(root) / f"rank{rank}.pt")
 

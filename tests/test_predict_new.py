@@ -26,6 +26,7 @@ import yaml
 from dosediff.config import PhantomConfig, PreprocessConfig
 from dosediff.data.splits import write_splits
 from dosediff.errors import InputError
+from dosediff.experiment import ExperimentConfig
 from dosediff.ingest import ingest_case
 from dosediff.io.nifti import read_case, read_image
 from dosediff.model_spec import read_model_spec
@@ -56,8 +57,8 @@ def model_dir(tmp_path_factory) -> Path:
                   "train": {"steps": 4, "batch_size": 4, "checkpoint_every": 4, "validate_every": 0, "log_every": 2,
                             "bf16": False},
                   "sample": {"steps": 2, "batch_size": 8, "bf16": False}}
-    settings = {"dataset": {**dataset.__dict__}, "experiments": {"tiny": experiment}}
-    train(settings, "tiny", root / "h5", root / "splits.json", root / "model", threads=1)
+    exp = ExperimentConfig.from_mapping(experiment, "tiny", dataset.rois)
+    train(exp, dataset, root / "h5", root / "splits.json", root / "model", threads=1)
     return root / "model"
 
 

@@ -11,7 +11,8 @@ import torch
 from dosediff import checkpoint as ckpt
 from dosediff.errors import InputError
 from dosediff.experiment import ExperimentConfig
-from dosediff.train import run_training, train
+from dosediff.config import DatasetConfig
+from dosediff.train import train
 from synthetic_h5 import LR_PAIRS, ROIS, TINY_NETWORK, settings, write_toy_set
 
 
@@ -25,7 +26,7 @@ def toy(model: str = "mmfnet", **train_settings) -> dict:
 def run(exp_dict: dict, root, out, **kw):
     h5_dir, splits = root
     exp = ExperimentConfig.from_mapping(exp_dict, "toy", ROIS)
-    return run_training(exp, ROIS, LR_PAIRS, h5_dir, splits, out, threads=1, **kw)
+    return train(exp, DatasetConfig(rois=ROIS, lr_pairs=LR_PAIRS), h5_dir, splits, out, threads=1, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,8 @@ def test_rng_capture_restore_roundtrip():
 
 def test_safetensors_round_trip(toy_set, tmp_path):
     settings_dict = settings(toy(steps=2, ema_decay=0.5))
-    path = train(settings_dict, "toy", toy_set[0], toy_set[1], tmp_path, threads=1)
+    exp = ExperimentConfig.from_settings(settings_dict, "toy")
+    path = train(exp, DatasetConfig(**settings_dict["dataset"]), toy_set[0], toy_set[1], tmp_path, threads=1).path
     assert path == tmp_path / "model.safetensors" and (tmp_path / "config.json").is_file()
     state = ckpt.load_checkpoint(tmp_path / "checkpoint.pt")
     model, exp, info = ckpt.load_model(tmp_path)

@@ -167,10 +167,7 @@ def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
     dataset.rois order (names matched by dosediff.io.roi_names); possible_dose_mask kept as
     Case.possible_dose.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise input_error(folder, "no such folder", "an OpenKBP patient folder (ct.csv, dose.csv, ...)",
-                          "check dataset.input_dir and the case name", case=case_id)
+    folder = Path(folder)  # ingest.read_source_case has checked that it is a folder
     dims_path = _find(folder, "voxel_dimensions")
     if dims_path is None:
         raise input_error(folder / "voxel_dimensions.csv", "file missing", "voxel sizes in mm for this patient",

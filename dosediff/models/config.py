@@ -6,7 +6,6 @@ value is checked here and a bad one raises an InputError naming the setting.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from dosediff.errors import input_error
@@ -139,6 +138,3 @@ class ModelConfig:
                 f"choose model.fusion_patch_size dividing {rows // down}x{cols // down}, "
                 f"or make preprocess.size a multiple of {down * ph}x{down * pw}",
             )
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)

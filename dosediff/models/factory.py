@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -37,5 +39,5 @@ def describe(cfg: ModelConfig) -> dict:
         "parameters": count_parameters(model),
         "parameters_by_part": parts,
         "input_size_multiple": list(cfg.size_multiple()),
-        "config": cfg.to_dict(),
+        "config": dataclasses.asdict(cfg),
     }

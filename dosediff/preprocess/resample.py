@@ -103,10 +103,7 @@ def grid_attrs(geometry: Geometry, box: Box, size: tuple[int, int]) -> dict:
     cropped = (z1 - z0, y1 - y0, x1 - x0)
     factors = (1.0, size[0] / cropped[1], size[1] / cropped[2])  # stored / cropped, (z, y, x)
     return {
-        "original_shape": list(geometry.shape),
-        "original_spacing": list(geometry.spacing),
-        "original_origin": list(geometry.origin),
-        "original_direction": list(geometry.direction),
+        **{f"original_{k}": v for k, v in geometry.to_dict().items()},  # shape, spacing, origin, direction
         "crop_box": [int(v) for v in box],
         "cropped_shape": list(cropped),
         "resize_factors": list(factors),
@@ -116,8 +113,8 @@ def grid_attrs(geometry: Geometry, box: Box, size: tuple[int, int]) -> dict:
 
 def original_geometry(attrs: dict) -> Geometry:
     """The original CT grid recorded by grid_attrs."""
-    return Geometry(tuple(attrs["original_shape"]), tuple(attrs["original_spacing"]),
-                    tuple(attrs["original_origin"]), tuple(attrs["original_direction"]))
+    prefix = "original_"  # attrs also hold the stored grid's spacing, under its plain name
+    return Geometry.from_dict({k[len(prefix):]: v for k, v in attrs.items() if k.startswith(prefix)})
 
 
 def stored_geometry(attrs: dict) -> Geometry:

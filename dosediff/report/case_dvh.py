@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dosediff.errors import input_error, warn
-from dosediff.report.figures import dvh_curve
+from dosediff.report.figures import dvh_curve, finish_dvh_axes
 from dosediff.report.plotting import STYLE, check_grid, check_spacing, new_figure, roi_colours, save
 
 MODEL_STYLES = ["--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2))]
@@ -51,20 +51,15 @@ def dvh_overlay_figure(reference: np.ndarray, predictions: Mapping[str, np.ndarr
         x_max = x_max if x_max > 0 else 1.0
         ax.set_xlim(-0.02 * x_max, x_max * 1.03)
         ax.set_ylim(-1, 106)
-        ax.set_xlabel("Dose (Gy)")
-        ax.set_ylabel("Volume (%)")
-        ax.grid(True, alpha=0.3)
         handles = [Line2D([], [], color=c, lw=2.5, label=r) for r, c in zip(rois, colours)]
         handles += [Line2D([], [], color="0.2", ls=s, lw=1.5, label=n) for n, _, s in doses]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        if title:
-            ax.set_title(title)
+        finish_dvh_axes(ax, title, handles)
     save(fig, path)
     return fig
 
 
 def case_dvh_figures(cases: Sequence[str], nifti_dir: Path, predictions: Mapping[str, Path], out_dir: Path,
-                     prescription_gy: float | None = None, bin_width_gy: float = 0.01) -> list[Path]:
+                     bin_width_gy: float = 0.01) -> list[Path]:
     """out_dir/<case>.png for each case: predictions maps model label -> folder of <case>.nii.gz."""
     from dosediff.io.nifti import read_case, read_image
 
@@ -77,7 +72,7 @@ def case_dvh_figures(cases: Sequence[str], nifti_dir: Path, predictions: Mapping
         doses = {label: read_image(Path(folder) / f"{case}.nii.gz")[0] for label, folder in predictions.items()}
         path = Path(out_dir) / f"{case}.png"
         dvh_overlay_figure(ref.dose, doses, ref.masks, ref.geometry.spacing, path,
-                           prescription_gy=ref.prescription_gy or prescription_gy, title=f"{case}: DVH, all models",
+                           prescription_gy=ref.prescription_gy, title=f"{case}: DVH, all models",
                            bin_width_gy=bin_width_gy, case=case)
         written.append(path)
     return written

@@ -19,13 +19,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from dosediff.errors import input_error, warn
+from dosediff.errors import warn
 from dosediff.metrics.dvh import cumulative_dvh
 from dosediff.report.plotting import STYLE, check_grid, check_spacing, new_figure, roi_colours, save
-from dosediff.report.tables import SEED_COLUMNS, metric_label
+from dosediff.report.tables import SEED_COLUMNS, metric_label, require_columns
 
 __all__ = ["dvh_curve", "dvh_figure", "seed_figure", "steps_figure"]
 STEPS_COLUMNS = ["experiment", "steps", "case", "metric", "value", "seconds"]
+STUDY_FIX = "regenerate the table with the sampling study of the predict stage"
 
 
 # ---------------------------------------------------------------- DVH
@@ -40,6 +41,16 @@ def dvh_curve(dose: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float],
     x = np.append(curve.dose_gy, curve.dose_gy[-1] + bin_width_gy)
     y = np.append(curve.volume_percent, 0.0)
     return x, y
+
+
+def finish_dvh_axes(ax, title: str | None, handles: list | None = None) -> None:
+    """What every DVH plot shares: axis labels, grid, the legend right of the axes, the title."""
+    ax.set_xlabel("Dose (Gy)")
+    ax.set_ylabel("Volume (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if title:
+        ax.set_title(title)
 
 
 def dvh_figure(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, np.ndarray],
@@ -68,33 +79,21 @@ def dvh_figure(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str,
                 x_max = max(x_max, float(x[-1]))
         ax.set_xlim(0, x_max * 1.03 if x_max > 0 else 1.0)
         ax.set_ylim(0, 102)
-        ax.set_xlabel("Dose (Gy)")
-        ax.set_ylabel("Volume (%)")
-        ax.grid(True, alpha=0.3)
         handles = [Line2D([], [], color=c, lw=2.5, label=r) for r, c in zip(rois, roi_colours(len(rois)))]
         handles += [Line2D([], [], color="0.2", ls="-", label="reference"),
                     Line2D([], [], color="0.2", ls="--", label="prediction")]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        if title:
-            ax.set_title(title)
+        finish_dvh_axes(ax, title, handles)
     save(fig, path)
     return fig
 
 
 # ---------------------------------------------------------------- sampling studies
 
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise input_error(what, f"columns {list(df.columns)} lack {missing}", f"the columns {list(columns)}",
-                          "regenerate the table with the sampling study of the predict stage")
-
-
 def steps_figure(steps: pd.DataFrame, path: str | Path, metrics: Sequence[str] | None = None,
                  title: str | None = None) -> Figure:
     """Paper Fig. 4: per metric, mean ± std over cases versus DDIM steps (log axis), one colour
     per experiment, and the mean time per case on a second (right) axis, grey dashed."""
-    _require(steps, STEPS_COLUMNS, "steps study table (steps.csv)")
+    require_columns(steps, STEPS_COLUMNS, "steps study table (steps.csv)", STUDY_FIX)
     df = steps.copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     metrics = list(metrics or dict.fromkeys(df["metric"]))
@@ -145,7 +144,7 @@ def steps_figure(steps: pd.DataFrame, path: str | Path, metrics: Sequence[str] |
 def seed_figure(seeds: pd.DataFrame, path: str | Path, title: str | None = None) -> Figure:
     """Spread over sampling seeds: per metric, one point per seed (the mean over cases) for each
     experiment, with a bar at the mean over seeds."""
-    _require(seeds, SEED_COLUMNS, "seed study table (seeds.csv)")
+    require_columns(seeds, SEED_COLUMNS, "seed study table (seeds.csv)", STUDY_FIX)
     df = seeds.copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     per_seed = {k: g.groupby("seed")["value"].mean().dropna().to_numpy()

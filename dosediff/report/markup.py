@@ -47,23 +47,22 @@ def best_mask(df: pd.DataFrame, along: str = "columns") -> pd.DataFrame:
     values = df.apply(lambda col: col.map(_leading_number))
     best = pd.DataFrame(False, index=df.index, columns=df.columns)
     if along == "columns":
-        lines = [(c, better_direction(str(c))) for c in df.columns]
-        for c, direction in lines:
-            col = values[c]
-            if direction and col.notna().any():
-                target = col.min() if direction == "lower" else col.max()
-                best[c] = col == target
+        for c in df.columns:
+            best[c] = _best_cells(values[c], c)
     elif along == "rows":
         for i, key in enumerate(df.index):
-            name = key[-1] if isinstance(key, tuple) else key
-            direction = better_direction(str(name))
-            row = values.iloc[i]
-            if direction and row.notna().any():
-                target = row.min() if direction == "lower" else row.max()
-                best.iloc[i] = (row == target).to_numpy()
+            best.iloc[i] = _best_cells(values.iloc[i], key[-1] if isinstance(key, tuple) else key)
     elif along != "none":
         raise ValueError(f"along must be 'columns', 'rows' or 'none', got {along!r}")
     return best
+
+
+def _best_cells(values: pd.Series, name: object) -> np.ndarray:
+    """Where one column or row (named `name`) holds its best value; none when no direction is known."""
+    direction = better_direction(str(name))
+    if not direction or not values.notna().any():
+        return np.zeros(len(values), dtype=bool)
+    return (values == (values.min() if direction == "lower" else values.max())).to_numpy()
 
 
 def to_markdown(df: pd.DataFrame, along: str | None = None) -> str:

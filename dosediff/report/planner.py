@@ -23,14 +23,13 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dosediff.atomic import atomic_dir
 from dosediff.goals import Goal, evaluate_goals
 from dosediff.metrics.dvh import cumulative_dvh
-from dosediff.report.figures import dvh_curve
-from dosediff.report.plotting import DPI, STYLE
+from dosediff.report.figures import dvh_curve, finish_dvh_axes
+from dosediff.report.plotting import CT_WINDOW_HU, LOW_DOSE_FRACTION, STYLE, new_figure, roi_colours, save
 from dosediff.report.slices import default_slice_indices
 from dosediff.volume import Case
 
@@ -68,40 +67,25 @@ def dvh_table(case: Case, predicted: np.ndarray, bin_width_gy: float) -> pd.Data
         columns=["roi", "source", "dose_gy", "volume_cc", "volume_percent"])
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
-    fig = Figure(figsize=(width_in, height_in), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _colours(names: Sequence[str]) -> dict[str, tuple]:
-    cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
-    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
-
-
 def dvh_plot(case: Case, predicted: np.ndarray, path: Path, bin_width_gy: float, title: str) -> Figure:
     """Predicted DVH of every ROI (solid), the plan's dashed where the case has one."""
-    colours = _colours(list(case.masks))
+    colours = dict(zip(case.masks, roi_colours(len(case.masks))))
     with matplotlib.rc_context(STYLE):
-        fig = _figure(7.5, 4.6)
+        fig = new_figure(7.5, 4.6)
         ax = fig.add_subplot()
         for roi, mask in case.masks.items():
             for dose, style, kind in ((predicted, "-", "prediction"), (case.dose, "--", "plan")):
                 if dose is not None:
                     x, y = dvh_curve(dose, mask, case.geometry.spacing, bin_width_gy, roi)
                     ax.plot(x, y, style, color=colours[roi], lw=1.6, label=f"{roi} {kind}")
-        ax.set_xlabel("Dose (Gy)")
-        ax.set_ylabel("Volume (%)")
         ax.set_ylim(0, 102)
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        ax.set_title(title)
-    fig.savefig(path, dpi=DPI, format="png")
+        finish_dvh_axes(ax, title)
+    save(fig, path)
     return fig
 
 
 def slices_plot(case: Case, predicted: np.ndarray, std: np.ndarray | None, target: str | None, path: Path,
-                title: str, ct_window: tuple[float, float] = (-160.0, 240.0)) -> Figure:
+                title: str) -> Figure:
     """Axial and coronal slices through the target's centre: CT, predicted dose wash, ROI outlines;
     a second column with the uncertainty (std over samples) when given.
 
@@ -113,18 +97,18 @@ def slices_plot(case: Case, predicted: np.ndarray, std: np.ndarray | None, targe
              (f"Coronal (y = {y})", lambda a: a[:, y, :], sz / sx, "lower")]
     top = float(predicted.max()) if predicted.max() > 0 else 1.0
     columns = ["Predicted dose"] + (["Uncertainty (std)"] if std is not None else [])
-    colours = _colours(list(case.masks))
+    colours = dict(zip(case.masks, roi_colours(len(case.masks))))
     with matplotlib.rc_context(STYLE):
-        fig = _figure(4.2 * len(columns) + 1.6, 7.0)
+        fig = new_figure(4.2 * len(columns) + 1.6, 7.0)
         axes = fig.subplots(2, len(columns), squeeze=False)
         for r, (label, view, aspect, origin) in enumerate(views):
             for c, name in enumerate(columns):
                 ax = axes[r, c]
-                ax.imshow(view(case.ct), cmap="gray", vmin=ct_window[0], vmax=ct_window[1], aspect=aspect,
+                ax.imshow(view(case.ct), cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], aspect=aspect,
                           origin=origin, interpolation="nearest")
                 values, cmap, vmax, unit = (predicted, "turbo", top, "Dose (Gy)") if c == 0 else \
                     (std, "viridis", max(float(std.max()), 1e-6), "Std (Gy)")
-                wash = np.ma.masked_less_equal(view(values), 0.05 * vmax)
+                wash = np.ma.masked_less_equal(view(values), LOW_DOSE_FRACTION * vmax)
                 im = ax.imshow(wash, cmap=cmap, vmin=0, vmax=vmax, alpha=0.6, aspect=aspect, origin=origin,
                                interpolation="nearest")
                 for roi, mask in case.masks.items():
@@ -140,7 +124,7 @@ def slices_plot(case: Case, predicted: np.ndarray, std: np.ndarray | None, targe
         handles = [matplotlib.lines.Line2D([], [], color=colours[r], lw=2, label=r) for r in case.masks]
         fig.legend(handles=handles, loc="outside right upper", frameon=False)
         fig.suptitle(title)
-    fig.savefig(path, dpi=DPI, format="png")
+    save(fig, path)
     return fig
 
 

@@ -15,6 +15,8 @@ from dosediff.errors import input_error
 DPI = 150
 STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
          "xtick.labelsize": 9, "ytick.labelsize": 9}
+CT_WINDOW_HU = (-160.0, 240.0)  # the soft-tissue window of the CT under dose washes
+LOW_DOSE_FRACTION = 0.05  # dose washes are transparent below this fraction of their scale
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:

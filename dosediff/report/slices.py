@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dosediff.errors import input_error
-from dosediff.report.plotting import STYLE, check_grid, check_spacing, new_figure, save
+from dosediff.report.plotting import (
+    CT_WINDOW_HU, LOW_DOSE_FRACTION, STYLE, check_grid, check_spacing, new_figure, save,
+)
 
 DIFF_CLIP_FRACTION = 0.10  # difference maps span ±10 % of the prescription
 # isodose line per percent of the prescription: colour and style; others get the last entry's
@@ -117,18 +119,16 @@ class _Panels:
     dose_max: float
     diff_lim: float
     std_max: float
-    low_dose_fraction: float
-    ct_window: tuple[float, float]
     isodose: list[tuple[float, float]]
 
     def draw(self, ax, view: _View, name: str):
         """One panel; returns (image for the colourbar, colourbar label)."""
         kw = view.imshow_kw()
-        ax.imshow(view.cut(self.ct), cmap="gray", vmin=self.ct_window[0], vmax=self.ct_window[1], **kw)
+        ax.imshow(view.cut(self.ct), cmap="gray", vmin=CT_WINDOW_HU[0], vmax=CT_WINDOW_HU[1], **kw)
         body2 = view.cut(self.body)
         if name in ("Reference", "Prediction"):
             dose2 = view.cut(self.reference if name == "Reference" else self.predicted)
-            wash = np.ma.masked_less(dose2, self.low_dose_fraction * self.dose_max)
+            wash = np.ma.masked_less(dose2, LOW_DOSE_FRACTION * self.dose_max)
             im = ax.imshow(wash, cmap="turbo", vmin=0, vmax=self.dose_max, alpha=0.65, **kw)
             unit = "Dose (Gy)"
         elif name == DIFF_PANEL:
@@ -178,8 +178,7 @@ def dose_slices_figure(ct: np.ndarray, reference: np.ndarray, predicted: np.ndar
                        path: str | Path, std: np.ndarray | None = None, axial_index: int | None = None,
                        coronal_index: int | None = None, dose_max: float | None = None,
                        spacing_mm: Sequence[float] = (1.0, 1.0, 1.0), target: np.ndarray | None = None,
-                       title: str | None = None, low_dose_fraction: float = 0.05,
-                       ct_window: tuple[float, float] = (-160.0, 240.0), case: str | None = None,
+                       title: str | None = None, case: str | None = None,
                        prescription_gy: float | None = None, isodose_percent: Sequence[float] = ()) -> Figure:
     """Axial (top) and coronal (bottom) slices; columns: CT + reference dose, CT + predicted
     dose, predicted - reference (diverging, inside the body, clipped at ±DIFF_CLIP_FRACTION of
@@ -188,7 +187,7 @@ def dose_slices_figure(ct: np.ndarray, reference: np.ndarray, predicted: np.ndar
     Dose panels carry isodose lines at isodose_percent of the prescription (none without one).
 
     Dose washes share one scale 0..dose_max (default: the larger maximum of both doses) and are
-    transparent below low_dose_fraction x dose_max. Pixel aspect follows spacing_mm (z, y, x).
+    transparent below LOW_DOSE_FRACTION x dose_max. Pixel aspect follows spacing_mm (z, y, x).
     """
     shape = check_grid("dose slice figure", case, ct=ct, reference=reference, predicted=predicted,
                        body=body, std=std, target=target)
@@ -201,7 +200,7 @@ def dose_slices_figure(ct: np.ndarray, reference: np.ndarray, predicted: np.ndar
     inside = np.asarray(body).astype(bool)
     std_max = 0.0 if std is None else _std_max(std, inside, views) or 0.01 * dose_max
     panels = _Panels(ct, reference, predicted, inside, std, dose_max, diff_limit_gy(prescription_gy, dose_max),
-                     std_max, low_dose_fraction, ct_window, isodose_levels(prescription_gy, isodose_percent))
+                     std_max, isodose_levels(prescription_gy, isodose_percent))
     columns = ["Reference", "Prediction", DIFF_PANEL] + (["Uncertainty (std)"] if std is not None else [])
     heights = [3.0 * shape[1] * spacing[1] / sx, 3.0 * shape[0] * spacing[0] / sx]  # 3-in panels, mm aspect
     with matplotlib.rc_context(STYLE):

@@ -47,11 +47,11 @@ _BIAS_METRICS = ("dose_bias", "volume_bias")  # signed means: shown with their s
 
 # ---------------------------------------------------------------- input
 
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str,
+                    fix: str = "regenerate the table with `dosediff evaluate` (or fix the column names)") -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise input_error(what, f"columns {list(df.columns)} lack {missing}", f"the columns {list(columns)}",
-                          "regenerate the table with `dosediff evaluate` (or fix the column names)")
+        raise input_error(what, f"columns {list(df.columns)} lack {missing}", f"the columns {list(columns)}", fix)
 
 
 def read_per_case(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -59,7 +59,7 @@ def read_per_case(paths: Iterable[str | Path]) -> pd.DataFrame:
     frames = []
     for p in paths:
         df = pd.read_csv(p, keep_default_na=True)
-        _require(df, PER_CASE_COLUMNS, str(p))
+        require_columns(df, PER_CASE_COLUMNS, str(p))
         frames.append(df)
     if not frames:
         raise input_error("per-case metric tables", "no files", "at least one metrics/{experiment}/per_case.csv",
@@ -108,7 +108,7 @@ def summary(per_case: pd.DataFrame, decimals: int = 3) -> pd.DataFrame:
     signed_mean, signed_std, signed_text: the same of predicted − reference where the rows
     carry both (DVH metrics; NaN and "" elsewhere).
     """
-    _require(per_case, ["experiment", "case", "roi", "metric", "value"], "per-case metric table")
+    require_columns(per_case, ["experiment", "case", "roi", "metric", "value"], "per-case metric table")
     df = per_case.copy()
     if "unit" not in df:
         df["unit"] = ""
@@ -271,7 +271,7 @@ def per_case_table(per_case: pd.DataFrame) -> pd.DataFrame:
     its unit — the image metrics and case scores first, as they are, DVH metrics as the signed
     Δ = predicted − reference (the absolute value is in per_case.csv) — rounded by unit.
     OpenKBP's per-ROI cells are left out (the OpenKBP DVH score column summarises them)."""
-    _require(per_case, PER_CASE_COLUMNS, "per-case metric table")
+    require_columns(per_case, PER_CASE_COLUMNS, "per-case metric table")
     df = per_case[~(per_case["metric"].astype(str).str.startswith("openkbp_") & (per_case["roi"] != "All"))].copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     df["signed"] = _signed(df)
@@ -304,7 +304,7 @@ def seed_spread(seeds: pd.DataFrame) -> pd.DataFrame:
     Columns: experiment, metric, n_seeds, mean (of the per-seed means), std (ddof=1),
     min, max, range (max - min). NaN values are left out of a seed's mean over cases.
     """
-    _require(seeds, SEED_COLUMNS, "seed study table (seeds.csv)")
+    require_columns(seeds, SEED_COLUMNS, "seed study table (seeds.csv)")
     df = seeds.copy()
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     per_seed = df.groupby(["experiment", "metric", "seed"], sort=False)["value"].mean().dropna()

@@ -21,7 +21,7 @@ def _cond(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
 
 
 def training_loss(model: nn.Module, batch: dict[str, torch.Tensor], exp: ExperimentConfig,
-                  schedule: object | None, generator: torch.Generator | None) -> torch.Tensor:
+                  schedule: object | None) -> torch.Tensor:
     """Scalar loss of one batch (tensors already on the model's device)."""
     ct, cond, dose = batch["ct"], _cond(batch), batch["dose"]  # (B,1,H,W), (B,K,H,W)|None, (B,1,H,W)
     if exp.diffusion:
@@ -30,8 +30,8 @@ def training_loss(model: nn.Module, batch: dict[str, torch.Tensor], exp: Experim
         def eps_fn(y_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return model(y_t, t, ct, cond)
 
-        # t and noise from the generator
-        return diffusion_loss(eps_fn, dose, schedule, generator=generator, prediction=exp.parametrization)
+        # t and noise from the global RNG, which train_step seeds per step
+        return diffusion_loss(eps_fn, dose, schedule, prediction=exp.parametrization)
     pred = model(ct, cond)  # (B, 1, H, W) normalised dose
     if exp.train.regression_loss == "l1":
         return F.l1_loss(pred.float(), dose)
