@@ -13,6 +13,10 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import SimpleITK as sitk
 
+# Doses above this are a damaged scaling, not a dose (brachytherapy peaks stay below); here, not
+# in io/rtdose.py, so that the OpenKBP reader need not import pydicom and scipy to check it.
+MAX_DOSE_GY = 1e4
+
 
 @dataclass(frozen=True)
 class Geometry:

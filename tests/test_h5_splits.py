@@ -113,6 +113,32 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["case.h5"]
 
 
+def test_short_write_on_disk_is_caught_before_the_rename(tmp_path, monkeypatch):
+    """A file that reaches the disk short (full disk, no error from write) must not become current."""
+    path = tmp_path / "case.h5"
+    real = h5mod.Path.write_bytes
+
+    def short(self, data):
+        return real(self, bytes(data)[: len(data) // 2])
+
+    monkeypatch.setattr(h5mod.Path, "write_bytes", short)
+    with pytest.raises(OSError, match="differs from the .* bytes written; disk full"):
+        write_case_h5(path, _arrays(np.random.default_rng(3)), ATTRS)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 12, 10), (2, 7, 128, 129), (0, 4)])
+def test_quantise_in_blocks_equals_whole_array(shape):
+    """Blockwise quantisation gives the whole-array formula's int16 values and scale exactly."""
+    values = np.random.default_rng(4).normal(0, 900, shape).astype(np.float32)  # some steps grow
+    got, scale = h5mod._quantise(values, 1e-2)
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    expected_scale = max(1e-2, peak / h5mod._INT16_MAX)
+    expected = np.rint(np.multiply(values, np.float32(1.0 / expected_scale), dtype=np.float32)).astype(np.int16)
+    assert scale == expected_scale and got.dtype == np.int16 and got.shape == values.shape
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_wrong_schema_or_missing_file(tmp_path):
     with pytest.raises(InputError, match="file missing"):
         read_case_h5(tmp_path / "nope.h5")

@@ -29,8 +29,7 @@ from dosediff.atomic import atomic_file
 from dosediff.config import DatasetConfig
 from dosediff.errors import input_error, warn
 from dosediff.io.roi_names import check_required_rois, match_roi_names
-from dosediff.io.rtdose import MAX_DOSE_GY
-from dosediff.volume import Case, Geometry
+from dosediff.volume import MAX_DOSE_GY, Case, Geometry
 
 SHAPE = (128, 128, 128)  # OpenKBP (axis0, axis1, axis2)
 N_VOXELS = SHAPE[0] * SHAPE[1] * SHAPE[2]

@@ -21,7 +21,7 @@ from dosediff.errors import input_error, warn
 from dosediff.io.dicom_ct import direction_of, floats, orientation, pixels, read_dataset, step_tolerance
 from dosediff.io.dicom_tags import integer, number, spacing_yx
 from dosediff.metrics.dvh import DVH
-from dosediff.volume import Geometry
+from dosediff.volume import MAX_DOSE_GY, Geometry
 
 # DoseSummationType values that are not the whole plan's dose, and what they mean.
 SUMMATION_MEANING = {
@@ -36,7 +36,6 @@ SUMMATION_MEANING = {
     "PLAN_OVERVIEW": "a summary of plans",
 }
 ABSOLUTE_TOL_MM = 0.1  # absolute offsets: first value vs ImagePositionPatient (decimal-string rounding)
-MAX_DOSE_GY = 1e4  # above: a damaged scaling, not a dose (brachytherapy peaks stay below)
 HIGH_DOSE_GY = 200.0  # external-beam plans stay below; higher is warned
 EDGE_SNAP = 1e-4  # voxels: points this close outside the source grid count as on its edge
 

@@ -61,7 +61,9 @@ def _nearest_centre_distance(region: np.ndarray, spacing: tuple[float, float, fl
 
 def _to_surface(length: np.ndarray, half_voxel: float) -> np.ndarray:
     """Centre distance L -> distance to the surface: middle of [max(0, L - 2h), L] (in place)."""
-    length -= np.minimum(length * np.float32(0.5), np.float32(half_voxel))
+    shift = np.multiply(length, np.float32(0.5))  # one temporary, reused: the same float32 values
+    np.minimum(shift, np.float32(half_voxel), out=shift)
+    length -= shift
     return length
 
 
