@@ -118,6 +118,8 @@ def predict_all(a: argparse.Namespace, work: Path, name: str, tag: str, scored: 
         out = work / "predictions" / name / tag / f"{case}.nii.gz"
         h5 = work / "h5" / f"{case}.h5"
         if name == MEAN_DOSE:
+            if out.is_file():  # it does not depend on training: kept between runs, like the HDF5
+                continue
             run("mean-dose", "--train-h5", *[work / "h5" / f"{c}.h5" for c in train], "--h5", h5, "--out", out)
         else:
             run("predict", "--model", work / "models" / name, "--h5", h5, "--case-dir", work / "nifti" / case,
