@@ -16,6 +16,7 @@ from dosediff.atomic import atomic_dir
 from dosediff.errors import input_error
 from dosediff.io.nifti import read_case, read_image
 from dosediff.io.openkbp import write_openkbp_dose_csv
+from dosediff.names import prediction_file
 
 log = logging.getLogger("dosediff")
 
@@ -38,6 +39,6 @@ def write_submission(cases: list[str], nifti_dir: Path, predictions_dir: Path, o
     """out_dir/<case>.csv for every case; the folder appears only when every file is written."""
     with atomic_dir(Path(out_dir)) as tmp:
         for case_id in cases:
-            dose = submission_dose(Path(nifti_dir) / case_id, Path(predictions_dir) / f"{case_id}.nii.gz")
+            dose = submission_dose(Path(nifti_dir) / case_id, prediction_file(predictions_dir, case_id))
             write_openkbp_dose_csv(dose, tmp / f"{case_id}.csv")
     log.info(f"submission: {len(cases)} OpenKBP dose files in {out_dir}")
