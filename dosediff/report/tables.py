@@ -209,10 +209,7 @@ def comparison_table(per_case: pd.DataFrame, experiments: Sequence[str],
 def openkbp_pooled_dvh_score(per_case: pd.DataFrame) -> float:
     """The official OpenKBP DVH score of one experiment's long table: every (case, ROI,
     metric) |Δ| cell pooled (dosediff.metrics.evaluate.openkbp_scores_from_rows)."""
-    cells = per_case[per_case["metric"].astype(str).str.startswith("openkbp_") & (per_case["roi"] != "All")]
-    rows = [{f"openkbp/{r.roi}/{r.metric}/absdiff": float(r.value) for r in g.itertuples()}
-            for _, g in cells.groupby("case")]
-    return openkbp_scores_from_rows(rows)["dvh_score"]
+    return openkbp_scores_from_rows(per_case.sort_values("case", kind="stable").to_dict("records"))["dvh_score"]
 
 
 def summary_table(stats: pd.DataFrame, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
