@@ -122,16 +122,16 @@ def cmd_mean_dose(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from dosediff.evaluate import evaluate_experiment
 
-    evaluate_experiment(_settings(args), args.experiment, list(args.cases), Path(args.nifti_dir),
-                        Path(args.predictions), Path(args.out), figures=not args.no_figures,
+    evaluate_experiment(_settings(args), args.experiment, [Path(p) for p in args.references],
+                        [Path(p) for p in args.predictions], Path(args.out), figures=not args.no_figures,
                         label=args.label)
 
 
 def cmd_study(args: argparse.Namespace) -> None:
     from dosediff.evaluate import evaluate_study
 
-    evaluate_study(_settings(args), args.experiment, list(args.variants), list(args.cases),
-                   Path(args.nifti_dir), Path(args.study_dir), Path(args.out))
+    evaluate_study(_settings(args), args.experiment, [Path(p) for p in args.references],
+                   [Path(p) for p in args.predictions], Path(args.out))
 
 
 def cmd_submission(args: argparse.Namespace) -> None:
@@ -171,8 +171,8 @@ CASES: dict = {"required": True, "nargs": "+"}
 FLAG: dict = {"action": "store_true"}
 THREADS = ("--threads", {"type": int, "default": None}, "CPU threads for torch")
 EXPERIMENT = ("--experiment", REQUIRED, "experiment name under experiments:")
-NIFTI_DIR = ("--nifti-dir", REQUIRED, "folder of ingested cases (reference dose and ROIs)")
 PREDICTIONS = ("--predictions", REQUIRED, "folder of <case>.nii.gz predictions")
+REFERENCES = ("--references", CASES, "ingested case folders (reference dose and ROIs)")
 
 
 def _settings_arg(uses: str, options: dict = REQUIRED) -> tuple[str, dict, str]:
@@ -235,15 +235,15 @@ def _add_model_stages(sub: argparse._SubParsersAction) -> None:
 def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
     _add(sub, "evaluate", cmd_evaluate, "metrics and figures of one experiment's predictions",
          _settings_arg("uses: dataset, preprocess, evaluate"),
-         ("--experiment", REQUIRED, "experiment name (labels the rows)"), ("--cases", CASES, "case ids to evaluate"),
-         NIFTI_DIR, PREDICTIONS, ("--out", REQUIRED, "output folder (per_case.csv, summary, figures/)"),
+         ("--experiment", REQUIRED, "experiment name (labels the rows)"), REFERENCES,
+         ("--predictions", CASES, "each case's <case>.nii.gz, in the order of --references"),
+         ("--out", REQUIRED, "output folder (per_case.csv, summary, figures/)"),
          ("--no-figures", FLAG, "skip the per-case figures"),
          ("--label", OPTIONAL, "the model's name in figure titles (default: the experiment)"))
     _add(sub, "study", cmd_study, "metrics of a sampling study (DDIM steps or seeds)",
          _settings_arg("uses: dataset, preprocess, evaluate"), ("--experiment", REQUIRED, "experiment name"),
-         ("--variants", CASES, "prediction sets, e.g. steps8_seed0"), ("--cases", CASES, "case ids"),
-         ("--nifti-dir", REQUIRED, "folder of ingested cases"),
-         ("--study-dir", REQUIRED, "folder holding one sub-folder per variant"), ("--out", REQUIRED, "output CSV"))
+         REFERENCES, ("--predictions", CASES, "<case>.nii.gz of every variant (the manifest beside each gives "
+                      "the case, steps and seed)"), ("--out", REQUIRED, "output CSV"))
     _add(sub, "submission", cmd_submission, "OpenKBP predictions as the challenge's pt_N.csv submission files",
          ("--cases", CASES, "case ids (pt_N)"),
          ("--nifti-dir", REQUIRED, "folder of ingested cases (grid, possible-dose mask)"), PREDICTIONS,
