@@ -16,7 +16,7 @@ from dosediff.config import DatasetConfig, PreprocessConfig, section
 from dosediff.errors import input_error
 from dosediff.io.nifti import read_case, read_image
 from dosediff.metrics.evaluate import CaseMetrics, EvaluationConfig, evaluate_case, openkbp_scores_from_rows
-from dosediff.names import output_paths, prediction_file
+from dosediff.names import case_predictions, output_paths
 from dosediff.preprocess.body import body_mask
 from dosediff.volume import Case
 
@@ -84,15 +84,9 @@ def evaluate_experiment(settings: dict, experiment: str, references: list[Path],
 
     dataset, prep, cfg = _sections(settings)
     out_dir, name, n = Path(out_dir), label or experiment, len(references)
-    named = [prediction_file(Path(p).parent, Path(r).name) for r, p in zip(references, predictions)]
-    if len(predictions) != n or named != [Path(p) for p in predictions]:
-        raise input_error("dosediff evaluate --predictions", f"files {[Path(p).name for p in predictions]} for case "
-                          f"folders {[Path(r).name for r in references]}", "one <case>.nii.gz per case folder",
-                          "pass each case's prediction, in the order of --references")
     rows = []
-    for case_dir, pred_path in zip(references, predictions):
-        case_id = Path(case_dir).name
-        ref = read_case(Path(case_dir))
+    for case_id, case_dir, pred_path in case_predictions(references, predictions, "evaluate"):
+        ref = read_case(case_dir)
         pred = read_prediction(pred_path, ref, case_dir)
         body = body_mask(ref.ct, prep.body_threshold_hu)
         result = evaluate_case(ref.dose, pred, ref.masks, ref.geometry.spacing, body,
@@ -102,8 +96,8 @@ def evaluate_experiment(settings: dict, experiment: str, references: list[Path],
         log.info(f"case {case_id}: MAE {result.value('Body', 'MAE'):.3f} Gy, "
                  f"dose score {result.value('All', 'dose_score'):.3f} Gy")
         if figures:
-            _case_figures(case_id, ref, pred, Path(pred_path), body, out_dir / "figures", f"{case_id} · {name}",
-                          dataset, cfg)
+            _case_figures(case_id, ref, pred, pred_path, body, out_dir / "figures", f"{case_id} · {name}", dataset,
+                          cfg)
     per_case = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(per_case, out_dir / "per_case.csv")
     write_html(per_case_table(per_case), out_dir / "per_case.html",
@@ -111,7 +105,8 @@ def evaluate_experiment(settings: dict, experiment: str, references: list[Path],
                "predicted − reference: below 0 the model under-doses or under-covers. per_case.csv beside this "
                "file holds every value unrounded, with the reference and predicted values.")
     write_table(summary_table(summary(per_case, 2), {experiment: name}), out_dir / "summary",
-                caption=f"{name}: mean ± sample std over n = {n} cases; |ΔD| and |ΔV| are |predicted − reference|.")
+                caption=f"{name}: mean ± sample std over n = {n} cases; |ΔD| and |ΔV| are "
+                        "|predicted − reference|.")
     if any(r["metric"] == "openkbp_dose_score" for r in rows):
         scores = openkbp_scores_from_rows(rows)
         (out_dir / "openkbp_scores.json").write_text(json.dumps(scores, indent=2))
@@ -132,9 +127,8 @@ def evaluate_study(settings: dict, experiment: str, references: list[Path], pred
 
     dataset, prep, cfg = _sections(settings)
     cfg = replace(cfg, gamma=replace(cfg.gamma, enabled=False))
-    folders = {Path(r).name: Path(r) for r in references}
-    refs = {c: read_case(f) for c, f in folders.items()}
-    bodies = {c: body_mask(r.ct, prep.body_threshold_hu) for c, r in refs.items()}
+    refs = {Path(r).name: (Path(r), read_case(Path(r))) for r in references}
+    bodies = {c: body_mask(r.ct, prep.body_threshold_hu) for c, (_, r) in refs.items()}
     rows = []
     for pred_path in predictions:
         manifest = json.loads(output_paths(pred_path)["manifest"].read_text())
@@ -142,8 +136,8 @@ def evaluate_study(settings: dict, experiment: str, references: list[Path], pred
         if case_id not in refs:
             raise input_error(pred_path, f"case {case_id!r}", f"one of the --references cases {sorted(refs)}",
                               "pass the ingest folder of every predicted case", case=case_id)
-        ref = refs[case_id]
-        pred = read_prediction(pred_path, ref, folders[case_id])
+        case_dir, ref = refs[case_id]
+        pred = read_prediction(pred_path, ref, case_dir)
         result = evaluate_case(ref.dose, pred, ref.masks, ref.geometry.spacing, bodies[case_id],
                                ref.prescription_gy or dataset.prescription_gy, cfg, targets=dataset.targets,
                                case=case_id)

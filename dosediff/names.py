@@ -1,6 +1,5 @@
-"""The one check for names that become paths or shell words (case ids, pseudonyms,
-experiment names, dataset and ROI names), and the one place that names output files: a
-prediction `<case>.nii.gz`, its `_std`, RTDOSE and manifest, a study's variant folder.
+"""The one check for names that become paths or shell words (case ids, pseudonyms, experiment,
+dataset and ROI names); the one place that names output files (prediction, std, RTDOSE, manifest, variant).
 
 A safe name is letters, digits, `_`, `.` and `-`, starting with a letter or digit, with no
 `..`: no path separator, no traversal, no whitespace, no shell metacharacter. The workflow
@@ -59,6 +58,17 @@ def check_pseudonyms(pseudonyms: Mapping[str, str]) -> None:
 def prediction_file(folder: Path, case: str) -> Path:
     """A case's predicted dose in a folder of predictions."""
     return Path(folder) / f"{case}.nii.gz"
+
+
+def case_predictions(references: list[Path], predictions: list[Path], stage: str) -> list[tuple[str, Path, Path]]:
+    """(case id, case folder, prediction) of each case folder and the prediction at its place,
+    which must be the case's `<case>.nii.gz` (a stage's --references and --predictions)."""
+    pairs = [(Path(r).name, Path(r), Path(p)) for r, p in zip(references, predictions)]
+    if len(references) != len(predictions) or any(p != prediction_file(p.parent, c) for c, _, p in pairs):
+        raise input_error(f"dosediff {stage} --predictions", f"files {[Path(p).name for p in predictions]} for "
+                          f"case folders {[Path(r).name for r in references]}", "one <case>.nii.gz per case folder",
+                          "pass each case's prediction, in the order of --references")
+    return pairs
 
 
 def output_paths(out_path: Path) -> dict[str, Path]:

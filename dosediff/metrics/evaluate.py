@@ -1,23 +1,21 @@
 """Every metric of one case: image metrics, per-ROI dose-volume metrics with the paper's dose
 and volume scores, the gamma pass rate, and OpenKBP's metrics when a possible-dose mask is given.
 
-The result is the case's rows of the per-case table (roi, metric, unit, reference, predicted,
-value, note), in this order:
-
+The result holds the case's rows of the per-case table (roi, metric, unit, reference,
+predicted, value, note), in this order:
 - Body: MAE (Gy), SSIM, PSNR (dB) inside the body (paper sec. 3.2), gamma_pass_rate (%)
 - <ROI>: each configured D_V (Gy) and V_D (% of the ROI) metric, value |predicted - reference|
 - <ROI>: openkbp_<metric> (Gy), OpenKBP's DVH errors (with a possible-dose mask)
 - All: dose_score and volume_score (mean |delta| over the case's finite D- and V-type cells),
   dose_bias and volume_bias (the same means of the signed delta = predicted - reference),
   openkbp_dose_score and openkbp_dvh_score (with a possible-dose mask)
-
 A NaN value's note holds every reason of the case ("; "-joined: absent ROI, empty mask, ...).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,18 +98,14 @@ def _row(roi: str, metric: str, unit: str, value: float, ref: float = math.nan, 
 
 @dataclass(frozen=True)
 class CaseMetrics:
-    """evaluate_case's result: the case's rows (module docstring), its notes and gamma point counts."""
+    """evaluate_case's result: the case's rows (module docstring), its notes, the gamma points evaluated."""
 
     rows: list[dict]
     notes: str = ""
     gamma_points: int = 0
-    gamma_nan_points: int = 0
 
     def row(self, roi: str, metric: str) -> dict:
-        for r in self.rows:
-            if r["roi"] == roi and r["metric"] == metric:
-                return r
-        raise KeyError(f"no row for ROI {roi!r}, metric {metric!r}")
+        return next(r for r in self.rows if r["roi"] == roi and r["metric"] == metric)
 
     def value(self, roi: str, metric: str) -> float:
         return self.row(roi, metric)["value"]
@@ -123,31 +117,23 @@ def _dvh_rows(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, 
     """The rows of the configured ROI metrics and the notes of their NaN cells."""
     ref_vals, reasons = roi_metrics(reference, masks, spacing_mm, sets, levels, case)
     pred_vals, _ = roi_metrics(predicted, masks, spacing_mm, sets, levels, case)
-    rows = [_row(roi, spec.text, "Gy" if spec.text.startswith("D") else "%",
-                 abs(ref_vals[roi][spec.text] - pred_vals[roi][spec.text]), ref_vals[roi][spec.text],
-                 pred_vals[roi][spec.text]) for roi, specs in sets.items() for spec in specs]
+    rows = []
+    for roi, specs in sets.items():
+        for spec in specs:
+            r, p = ref_vals[roi][spec.text], pred_vals[roi][spec.text]
+            rows.append(_row(roi, spec.text, "Gy" if spec.kind == "D" else "%", abs(r - p), r, p))
     return rows, [f"{k}: {v}" for k, v in reasons.items()]
 
 
 def _score_rows(cells: list[dict]) -> list[dict]:
-    """Dose and volume scores (mean |delta|) and their signed counterparts (mean delta: below 0
-    the model under-doses (D) or under-covers (V) on average) over the finite cells."""
+    """Dose and volume scores (mean |delta| over the finite D-type (Gy) and V-type (%) cells) and
+    their signed counterparts (mean delta: below 0 the model under-doses or under-covers on average)."""
     rows = []
     for unit, score, bias in (("Gy", "dose_score", "dose_bias"), ("%", "volume_score", "volume_bias")):
         deltas = [d for c in cells if c["unit"] == unit and not math.isnan(d := c["predicted"] - c["reference"])]
         rows += [_row("All", score, unit, np.mean(np.abs(deltas)) if deltas else math.nan),
                  _row("All", bias, unit, np.mean(deltas) if deltas else math.nan)]
     return rows
-
-
-def _gamma(reference: np.ndarray, predicted: np.ndarray, spacing_mm: Sequence[float], body: np.ndarray | None,
-           g: GammaConfig, case: str | None) -> tuple[float, int, int, list[str]]:
-    """Pass rate, evaluated and NaN points, and the note when no point was evaluated."""
-    if not g.enabled:
-        return math.nan, 0, 0, []
-    res = gamma_pass_rate(reference, predicted, spacing_mm, body, g, case)
-    notes = ["gamma: no reference point above the cut-off"] if res.evaluated_points == 0 else []
-    return res.pass_rate, res.evaluated_points, res.nan_points, notes
 
 
 def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, np.ndarray],
@@ -170,10 +156,12 @@ def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[s
     img = image_metrics(reference, predicted, spacing_mm, body, cfg.c_range, cfg.ssim_sigma_mm, case)
     cells, notes = _dvh_rows(reference, predicted, masks, spacing_mm, cfg.metric_sets(list(masks), levels),
                              levels, case)
-    pass_rate, points, nan_points, gamma_notes = _gamma(reference, predicted, spacing_mm, body, cfg.gamma, case)
+    gamma = gamma_pass_rate(reference, predicted, spacing_mm, body, cfg.gamma, case) if cfg.gamma.enabled else None
+    if gamma is not None and gamma.evaluated_points == 0:
+        notes.append("gamma: no reference point above the cut-off")
     rows = [_row("Body", "MAE", "Gy", img["mae"]), _row("Body", "SSIM", "", img["ssim"]),
-            _row("Body", "PSNR", "dB", img["psnr"]), _row("Body", "gamma_pass_rate", "%", pass_rate), *cells]
-    notes += gamma_notes
+            _row("Body", "PSNR", "dB", img["psnr"]),
+            _row("Body", "gamma_pass_rate", "%", gamma.pass_rate if gamma else math.nan), *cells]
     scores = _score_rows(cells)
     if possible_dose is not None:
         kbp = evaluate_openkbp_case(reference, predicted, masks, spacing_mm, possible_dose, case)
@@ -186,13 +174,12 @@ def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[s
     text = "; ".join(notes)
     for r in rows + scores:
         r["note"] = text if math.isnan(r["value"]) else ""
-    return CaseMetrics(rows + scores, text, points, nan_points)
+    return CaseMetrics(rows + scores, text, gamma.evaluated_points if gamma else 0)
 
 
-def openkbp_scores_from_rows(rows: Iterable[Mapping]) -> dict[str, float]:
+def openkbp_scores_from_rows(rows: Sequence[Mapping]) -> dict[str, float]:
     """OpenKBP dose score and DVH score over cases from per-case table rows: the mean of the
     cases' openkbp_dose_score and of every finite ROI openkbp_<metric> cell, pooled."""
-    rows = list(rows)
     errors = [float(r["value"]) for r in rows if r["metric"] == "openkbp_dose_score"]
     cells = [float(r["value"]) for r in rows if str(r["metric"]).startswith("openkbp_") and r["roi"] != "All"
              and not math.isnan(float(r["value"]))]

@@ -155,6 +155,11 @@ def split_cases(name):
     )
 
 
+def evaluated_cases(wildcards):
+    """Ingest folders of the evaluated split's cases: the references of its predictions."""
+    return expand(f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT))
+
+
 def h5_of(names):
     return lambda wildcards: expand(
         f"{RESULTS}/h5/{{case}}.h5", case=[c for n in names for c in split_cases(n)]

@@ -7,9 +7,7 @@ rule evaluate:
             f"{RESULTS}/predictions/{wildcards.experiment}/{{case}}.nii.gz",
             case=split_cases(EVAL_SPLIT),
         ),
-        references=lambda wildcards: expand(
-            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
-        ),
+        references=evaluated_cases,
     output:
         per_case=report(
             f"{RESULTS}/metrics/{{experiment}}/per_case.csv",
@@ -66,9 +64,7 @@ rule study:
             variant=study(wildcards.kind)[1],
             case=split_cases(EVAL_SPLIT),
         ),
-        references=lambda wildcards: expand(
-            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
-        ),
+        references=evaluated_cases,
     output:
         f"{RESULTS}/metrics/{{kind}}.csv",
     log:
@@ -98,9 +94,7 @@ rule report:
             experiment=EXPERIMENTS + [MEAN_DOSE],
             case=split_cases(EVAL_SPLIT),
         ),
-        references=lambda wildcards: expand(
-            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
-        ),
+        references=evaluated_cases,
     output:
         report(
             directory(f"{RESULTS}/report"),
