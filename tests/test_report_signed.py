@@ -51,12 +51,10 @@ def _per_case(experiment: str = "m") -> pd.DataFrame:
 def test_evaluate_case_signed_scores():
     ref, pred, masks = _case()
     flat = evaluate_case(ref, pred, masks, SPACING, np.ones(SHAPE, bool), RX, CFG, targets={"PTV": RX})
-    def delta(roi: str, metric: str) -> float:
-        return flat.row(roi, metric)["predicted"] - flat.row(roi, metric)["reference"]
-
-    assert delta("PTV", "Dmean") == pytest.approx(-3.5, abs=0.02)
-    assert delta("PTV", "V95") == pytest.approx(-50.0, abs=0.1)
-    assert delta("Heart", "Dmean") == pytest.approx(2.0, abs=0.02)
+    delta = {(r["roi"], r["metric"]): r["predicted"] - r["reference"] for r in flat.rows}
+    assert delta["PTV", "Dmean"] == pytest.approx(-3.5, abs=0.02)
+    assert delta["PTV", "V95"] == pytest.approx(-50.0, abs=0.1)
+    assert delta["Heart", "Dmean"] == pytest.approx(2.0, abs=0.02)
     assert flat.value("All", "dose_bias") == pytest.approx((-3.5 + 2.0) / 2, abs=0.02)    # signed: they partly cancel
     assert flat.value("All", "dose_score") == pytest.approx((3.5 + 2.0) / 2, abs=0.02)    # absolute: they add
     assert (flat.value("All", "volume_bias"), flat.value("All", "volume_score")) == (pytest.approx(-50.0, abs=0.1),
