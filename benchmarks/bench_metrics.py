@@ -91,7 +91,7 @@ def main() -> None:
         print(f"  {label:40s} {secs:6.2f} s")
     print(f"TOTAL all metrics of one case: {sum(total.values()):.2f} s (target <= 10 s)")
     print(f"  MAE {img['mae']:.3f} Gy, PSNR {img['psnr']:.2f} dB, SSIM {img['ssim']:.4f}; "
-          f"dose score {row['dose_score_gy']:.3f} Gy, volume score {row['volume_score_pct']:.3f} %; "
+          f"dose score {row.value('All', 'dose_score'):.3f} Gy, volume score {row.value('All', 'volume_score'):.3f} %; "
           f"gamma {gam.pass_rate:.2f} % of {gam.evaluated_points} points (without early stop: {full.pass_rate:.2f} %); "
           f"OpenKBP dose error {kbp.dose_error:.3f} Gy")
 

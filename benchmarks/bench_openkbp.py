@@ -32,6 +32,7 @@ import yaml
 from dosediff.cli import main as dosediff
 from dosediff.config import SplitConfig, section
 from dosediff.data.splits import make_splits
+from dosediff.names import prediction_file
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN_DOSE = "mean_dose"
@@ -100,9 +101,10 @@ def score(a: argparse.Namespace, settings: dict, work: Path, name: str, tag: str
     s.setdefault("evaluate", {})["gamma"] = {**s["evaluate"].get("gamma", {}), "enabled": gamma,
                                              "max_points": a.gamma_points}
     out = work / "metrics" / name / tag
-    run("evaluate", "--settings", json.dumps(s), "--experiment", name, "--cases", *scored,
-        "--nifti-dir", work / "nifti", "--predictions", predictions or work / "predictions" / name / tag, "--out", out,
-        "--no-figures")
+    folder = predictions or work / "predictions" / name / tag
+    run("evaluate", "--settings", json.dumps(s), "--experiment", name, "--references",
+        *[work / "nifti" / c for c in scored], "--predictions", *[prediction_file(folder, c) for c in scored],
+        "--out", out, "--no-figures")
     per_case = pd.read_csv(out / "per_case.csv")
     body = per_case[per_case["roi"] == "Body"].groupby("metric")["value"].mean()
     kbp = json.loads((out / "openkbp_scores.json").read_text())

@@ -14,7 +14,8 @@ import numpy as np
 
 from dosediff.data.h5 import read_case_h5
 from dosediff.errors import input_error
-from dosediff.prediction.outputs import output_paths, write_outputs
+from dosediff.names import output_paths
+from dosediff.prediction.outputs import write_outputs
 from dosediff.preprocess.resample import original_geometry, restore_to_original
 
 

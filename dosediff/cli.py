@@ -127,22 +127,20 @@ def cmd_mean_dose(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from dosediff.evaluate import evaluate_experiment
 
-    evaluate_experiment(_settings(args), args.experiment, list(args.cases), Path(args.nifti_dir),
-                        Path(args.predictions), Path(args.out), figures=not args.no_figures,
-                        label=args.label)
+    evaluate_experiment(_settings(args), args.experiment, args.references, args.predictions, Path(args.out),
+                        figures=not args.no_figures, label=args.label)
 
 
 def cmd_study(args: argparse.Namespace) -> None:
     from dosediff.evaluate import evaluate_study
 
-    evaluate_study(_settings(args), args.experiment, list(args.variants), list(args.cases),
-                   Path(args.nifti_dir), Path(args.study_dir), Path(args.out))
+    evaluate_study(_settings(args), args.experiment, args.references, args.predictions, Path(args.out))
 
 
 def cmd_submission(args: argparse.Namespace) -> None:
     from dosediff.submission import write_submission
 
-    write_submission(list(args.cases), Path(args.nifti_dir), Path(args.predictions), Path(args.out))
+    write_submission(args.references, args.predictions, Path(args.out))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -176,8 +174,9 @@ CASES: dict = {"required": True, "nargs": "+"}
 FLAG: dict = {"action": "store_true"}
 THREADS = ("--threads", {"type": int, "default": None}, "CPU threads for torch")
 EXPERIMENT = ("--experiment", REQUIRED, "experiment name under experiments:")
-NIFTI_DIR = ("--nifti-dir", REQUIRED, "folder of ingested cases (reference dose and ROIs)")
-PREDICTIONS = ("--predictions", REQUIRED, "folder of <case>.nii.gz predictions")
+FILES: dict = {**CASES, "type": Path}
+REFERENCES = ("--references", FILES, "ingested case folders (reference dose and ROIs)")
+PREDICTIONS = ("--predictions", FILES, "each case's <case>.nii.gz, in the order of --references")
 
 
 def _settings_arg(uses: str, options: dict = REQUIRED) -> tuple[str, dict, str]:
@@ -240,18 +239,16 @@ def _add_model_stages(sub: argparse._SubParsersAction) -> None:
 def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
     _add(sub, "evaluate", cmd_evaluate, "metrics and figures of one experiment's predictions",
          _settings_arg("uses: dataset, preprocess, evaluate"),
-         ("--experiment", REQUIRED, "experiment name (labels the rows)"), ("--cases", CASES, "case ids to evaluate"),
-         NIFTI_DIR, PREDICTIONS, ("--out", REQUIRED, "output folder (per_case.csv, summary, figures/)"),
+         ("--experiment", REQUIRED, "experiment name (labels the rows)"), REFERENCES, PREDICTIONS,
+         ("--out", REQUIRED, "output folder (per_case.csv, summary, figures/)"),
          ("--no-figures", FLAG, "skip the per-case figures"),
          ("--label", OPTIONAL, "the model's name in figure titles (default: the experiment)"))
     _add(sub, "study", cmd_study, "metrics of a sampling study (DDIM steps or seeds)",
          _settings_arg("uses: dataset, preprocess, evaluate"), ("--experiment", REQUIRED, "experiment name"),
-         ("--variants", CASES, "prediction sets, e.g. steps8_seed0"), ("--cases", CASES, "case ids"),
-         ("--nifti-dir", REQUIRED, "folder of ingested cases"),
-         ("--study-dir", REQUIRED, "folder holding one sub-folder per variant"), ("--out", REQUIRED, "output CSV"))
+         REFERENCES, ("--predictions", FILES, "<case>.nii.gz of every variant (the manifest beside each gives "
+                      "the case, steps and seed)"), ("--out", REQUIRED, "output CSV"))
     _add(sub, "submission", cmd_submission, "OpenKBP predictions as the challenge's pt_N.csv submission files",
-         ("--cases", CASES, "case ids (pt_N)"),
-         ("--nifti-dir", REQUIRED, "folder of ingested cases (grid, possible-dose mask)"), PREDICTIONS,
+         ("--references", CASES, "ingested case folders pt_N (grid, possible-dose mask)"), PREDICTIONS,
          ("--out", REQUIRED, "output folder of <case>.csv files"))
     _add(sub, "report", cmd_report, "the paper's tables and dataset-level figures from the metric tables",
          _settings_arg("uses: report, evaluate"), ("--metrics", CASES, "per_case.csv of each experiment"),

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import yaml
 
 from dosediff.errors import input_error
-from dosediff.names import check_name, check_names, check_pseudonyms
+from dosediff.names import check_name, check_names, check_pseudonyms, variant_name
 
 T = TypeVar("T")
 # Distance maps preprocessing can store; the experiment conditions of the same names read them.
@@ -165,7 +165,7 @@ class StudyConfig:
 
     def variants(self) -> list[str]:
         """Prediction-set names, e.g. steps8_seed0."""
-        return [f"steps{s}_seed{k}" for s in self.steps for k in self.seeds]
+        return [variant_name(s, k) for s in self.steps for k in self.seeds]
 
 
 @dataclass(frozen=True)

@@ -15,47 +15,19 @@ from dosediff.atomic import atomic_file
 from dosediff.config import DatasetConfig, PreprocessConfig, section
 from dosediff.errors import input_error
 from dosediff.io.nifti import read_case, read_image
-from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case, openkbp_scores_from_rows
-from dosediff.prediction.outputs import output_paths
+from dosediff.metrics.evaluate import CaseMetrics, EvaluationConfig, evaluate_case, openkbp_scores_from_rows
+from dosediff.names import case_predictions, output_paths
 from dosediff.preprocess.body import body_mask
+from dosediff.volume import Case
 
 log = logging.getLogger("dosediff")
 
 COLUMNS = ["experiment", "case", "roi", "metric", "unit", "reference", "predicted", "value", "note"]
-IMAGE_KEYS = {"mae_gy": ("MAE", "Gy"), "ssim": ("SSIM", ""), "psnr_db": ("PSNR", "dB"),
-              "gamma_pass_pct": ("gamma_pass_rate", "%")}
-SCORE_KEYS = {"dose_score_gy": ("dose_score", "Gy"), "dose_bias_gy": ("dose_bias", "Gy"),
-              "volume_score_pct": ("volume_score", "%"), "volume_bias_pct": ("volume_bias", "%"),
-              "openkbp_dose_error_gy": ("openkbp_dose_score", "Gy")}
 
 
-def long_rows(experiment: str, case: str, flat: dict) -> list[dict]:
-    """One evaluate_case result (a flat dict) -> rows of the long per-case table."""
-    note = flat.get("notes", "")
-    rows = []
-
-    def add(roi: str, metric: str, unit: str, value: float, ref: float = math.nan, pred: float = math.nan) -> None:
-        rows.append({"experiment": experiment, "case": case, "roi": roi, "metric": metric, "unit": unit,
-                     "reference": ref, "predicted": pred, "value": value,
-                     "note": note if isinstance(value, float) and math.isnan(value) else ""})
-
-    for key, (metric, unit) in IMAGE_KEYS.items():
-        if key in flat:
-            add("Body", metric, unit, float(flat[key]))
-    for key, value in flat.items():
-        parts = key.split("/")
-        if len(parts) == 3 and parts[2] == "absdiff":
-            roi, metric = parts[0], parts[1]
-            add(roi, metric, "Gy" if metric.startswith("D") else "%", float(value),
-                float(flat[f"{roi}/{metric}/ref"]), float(flat[f"{roi}/{metric}/pred"]))
-        elif len(parts) == 4 and parts[0] == "openkbp":
-            add(parts[1], f"openkbp_{parts[2]}", "Gy", float(value))
-    for key, (metric, unit) in SCORE_KEYS.items():
-        if key in flat:
-            add("All", metric, unit, float(flat[key]))
-    if any(k.startswith("openkbp/") for k in flat):  # the case's cells pooled, as over cases
-        add("All", "openkbp_dvh_score", "Gy", openkbp_scores_from_rows([flat])["dvh_score"])
-    return rows
+def long_rows(experiment: str, case: str, result: CaseMetrics) -> list[dict]:
+    """One evaluate_case result -> rows of the long per-case table."""
+    return [{"experiment": experiment, "case": case, **r} for r in result.rows]
 
 
 def _sections(settings: dict) -> tuple[DatasetConfig, PreprocessConfig, EvaluationConfig]:
@@ -88,85 +60,91 @@ def _case_figures(case_id: str, ref, pred: np.ndarray, pred_path: Path, body: np
                        isodose_percent=cfg.isodose_percent)
 
 
-def evaluate_experiment(settings: dict, experiment: str, cases: list[str], nifti_dir: Path,
-                        predictions_dir: Path, out_dir: Path, figures: bool = True,
-                        label: str | None = None) -> pd.DataFrame:
-    """Metrics of every case -> out_dir/per_case.csv (per_case.html to read), summary.csv/.md,
+def read_prediction(prediction: Path, ref: Case, case_dir: Path) -> np.ndarray:
+    """A prediction (float32 Gy) checked against its case: on the CT grid, a planned dose to compare."""
+    pred, pred_geo = read_image(Path(prediction))
+    if not pred_geo.same_grid(ref.geometry):
+        raise input_error(prediction, f"grid {pred_geo.shape} at {pred_geo.spacing} mm",
+                          f"the case's CT grid {ref.geometry.shape} at {ref.geometry.spacing} mm",
+                          "predict again with `dosediff predict` (it writes on the CT grid)", case=ref.case_id)
+    if ref.dose is None:
+        raise input_error(case_dir, "no planned dose", "a reference dose to evaluate against",
+                          "evaluate only cases ingested with their RTDOSE", case=ref.case_id)
+    return pred.astype(np.float32)
+
+
+def evaluate_experiment(settings: dict, experiment: str, references: list[Path], predictions: list[Path],
+                        out_dir: Path, figures: bool = True, label: str | None = None) -> pd.DataFrame:
+    """Metrics of every case (its ingest folder in `references`, its dose at the same place in
+    `predictions`) -> out_dir/per_case.csv (per_case.html to read), summary.csv/.md,
     openkbp_scores.json (where a possible-dose mask exists) and figures/<case>_dvh.png,
     <case>_dose.png; figure titles name the model by `label` (the report's label of it)."""
     from dosediff.report.markup import write_html, write_table
     from dosediff.report.tables import per_case_table, summary, summary_table
 
     dataset, prep, cfg = _sections(settings)
-    out_dir = Path(out_dir)
-    rows, flats = [], []
-    for case_id in cases:
-        ref = read_case(Path(nifti_dir) / case_id)
-        pred_path = Path(predictions_dir) / f"{case_id}.nii.gz"
-        pred, pred_geo = read_image(pred_path)
-        if not pred_geo.same_grid(ref.geometry):
-            raise input_error(pred_path, f"grid {pred_geo.shape} at {pred_geo.spacing} mm",
-                              f"the case's CT grid {ref.geometry.shape} at {ref.geometry.spacing} mm",
-                              "predict again with `dosediff predict` (it writes on the CT grid)", case=case_id)
-        if ref.dose is None:
-            raise input_error(Path(nifti_dir) / case_id, "no planned dose", "a reference dose to evaluate against",
-                              "evaluate only cases ingested with their RTDOSE", case=case_id)
+    out_dir, name, n = Path(out_dir), label or experiment, len(references)
+    rows = []
+    for case_id, case_dir, pred_path in case_predictions(references, predictions, "evaluate"):
+        ref = read_case(case_dir)
+        pred = read_prediction(pred_path, ref, case_dir)
         body = body_mask(ref.ct, prep.body_threshold_hu)
-        flat = evaluate_case(ref.dose, pred.astype(np.float32), ref.masks, ref.geometry.spacing, body,
-                             ref.prescription_gy or dataset.prescription_gy, cfg, ref.possible_dose,
-                             targets=dataset.targets, case=case_id)
-        flats.append(flat)
-        rows += long_rows(experiment, case_id, flat)
-        log.info(f"case {case_id}: MAE {flat['mae_gy']:.3f} Gy, dose score {flat['dose_score_gy']:.3f} Gy")
+        result = evaluate_case(ref.dose, pred, ref.masks, ref.geometry.spacing, body,
+                               ref.prescription_gy or dataset.prescription_gy, cfg, ref.possible_dose,
+                               targets=dataset.targets, case=case_id)
+        rows += long_rows(experiment, case_id, result)
+        log.info(f"case {case_id}: MAE {result.value('Body', 'MAE'):.3f} Gy, "
+                 f"dose score {result.value('All', 'dose_score'):.3f} Gy")
         if figures:
-            _case_figures(case_id, ref, pred, pred_path, body, out_dir / "figures",
-                          f"{case_id} · {label or experiment}", dataset, cfg)
+            _case_figures(case_id, ref, pred, pred_path, body, out_dir / "figures", f"{case_id} · {name}", dataset,
+                          cfg)
     per_case = pd.DataFrame(rows, columns=COLUMNS)
     write_csv(per_case, out_dir / "per_case.csv")
     write_html(per_case_table(per_case), out_dir / "per_case.html",
-               f"{label or experiment}: metrics of each of the n = {len(cases)} cases. ΔD (Gy) and ΔV (%) are "
+               f"{name}: metrics of each of the n = {n} cases. ΔD (Gy) and ΔV (%) are "
                "predicted − reference: below 0 the model under-doses or under-covers. per_case.csv beside this "
                "file holds every value unrounded, with the reference and predicted values.")
-    write_table(summary_table(summary(per_case, 2), {experiment: label or experiment}), out_dir / "summary",
-                caption=f"{label or experiment}: mean ± sample std over n = {len(cases)} cases; |ΔD| and |ΔV| "
-                        "are |predicted − reference|.")
-    if any("openkbp_dose_error_gy" in f for f in flats):
-        scores = openkbp_scores_from_rows(flats)
+    write_table(summary_table(summary(per_case, 2), {experiment: name}), out_dir / "summary",
+                caption=f"{name}: mean ± sample std over n = {n} cases; |ΔD| and |ΔV| are "
+                        "|predicted − reference|.")
+    if any(r["metric"] == "openkbp_dose_score" for r in rows):
+        scores = openkbp_scores_from_rows(rows)
         (out_dir / "openkbp_scores.json").write_text(json.dumps(scores, indent=2))
         log.info(f"OpenKBP dose score {scores['dose_score']:.3f} Gy, DVH score {scores['dvh_score']:.3f} Gy")
     return per_case
 
 
-STUDY_METRICS = {"mae_gy": "MAE", "ssim": "SSIM", "psnr_db": "PSNR", "dose_score_gy": "dose_score",
-                 "volume_score_pct": "volume_score"}
+STUDY_METRICS = ("MAE", "SSIM", "PSNR", "dose_score", "volume_score")
 
 
-def evaluate_study(settings: dict, experiment: str, variants: list[str], cases: list[str], nifti_dir: Path,
-                   study_dir: Path, out_path: Path) -> pd.DataFrame:
-    """Sampling study (paper Fig. 4 and Table 4): metrics of every variant's predictions ->
-    one long CSV with columns experiment, steps, seed, case, metric, value, seconds; steps and
-    seed as each prediction's manifest records them. Gamma is left out here: the study
-    compares sampling settings, not plans."""
+def evaluate_study(settings: dict, experiment: str, references: list[Path], predictions: list[Path],
+                   out_path: Path) -> pd.DataFrame:
+    """Sampling study (paper Fig. 4 and Table 4): metrics of every prediction -> one long CSV
+    with columns experiment, steps, seed, case, metric, value, seconds; the case, steps and
+    seed as each prediction's manifest records them, the case's folder among `references`.
+    Gamma is left out here: the study compares sampling settings, not plans."""
     from dataclasses import replace
 
     dataset, prep, cfg = _sections(settings)
     cfg = replace(cfg, gamma=replace(cfg.gamma, enabled=False))
-    refs = {c: read_case(Path(nifti_dir) / c) for c in cases}
-    bodies = {c: body_mask(r.ct, prep.body_threshold_hu) for c, r in refs.items()}
+    refs = {Path(r).name: (Path(r), read_case(Path(r))) for r in references}
+    bodies = {c: body_mask(r.ct, prep.body_threshold_hu) for c, (_, r) in refs.items()}
     rows = []
-    for variant in variants:
-        for case_id, ref in refs.items():
-            pred_path = Path(study_dir) / variant / f"{case_id}.nii.gz"
-            pred, _ = read_image(pred_path)
-            manifest = json.loads(output_paths(pred_path)["manifest"].read_text())
-            steps, seed = manifest["sample"]["steps"], manifest["seed"]
-            flat = evaluate_case(ref.dose, pred.astype(np.float32), ref.masks, ref.geometry.spacing,
-                                 bodies[case_id], ref.prescription_gy or dataset.prescription_gy, cfg,
-                                 targets=dataset.targets, case=case_id)
-            for key, metric in STUDY_METRICS.items():
-                rows.append({"experiment": experiment, "steps": steps, "seed": seed, "case": case_id,
-                             "metric": metric, "value": float(flat[key]),
-                             "seconds": float(manifest.get("seconds", math.nan))})
+    for pred_path in predictions:
+        manifest = json.loads(output_paths(pred_path)["manifest"].read_text())
+        case_id = manifest["case_id"]
+        if case_id not in refs:
+            raise input_error(pred_path, f"case {case_id!r}", f"one of the --references cases {sorted(refs)}",
+                              "pass the ingest folder of every predicted case", case=case_id)
+        case_dir, ref = refs[case_id]
+        pred = read_prediction(pred_path, ref, case_dir)
+        result = evaluate_case(ref.dose, pred, ref.masks, ref.geometry.spacing, bodies[case_id],
+                               ref.prescription_gy or dataset.prescription_gy, cfg, targets=dataset.targets,
+                               case=case_id)
+        rows += [{"experiment": experiment, "steps": manifest["sample"]["steps"], "seed": manifest["seed"],
+                  "case": case_id, "metric": r["metric"], "value": r["value"],
+                  "seconds": float(manifest.get("seconds", math.nan))} for r in result.rows
+                 if r["metric"] in STUDY_METRICS]
     df = pd.DataFrame(rows, columns=["experiment", "steps", "seed", "case", "metric", "value", "seconds"])
     write_csv(df, Path(out_path))
     return df

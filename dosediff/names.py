@@ -1,5 +1,5 @@
-"""The one check for names that become paths or shell words: case ids, pseudonyms,
-experiment names, dataset and ROI names.
+"""The one check for names that become paths or shell words (case ids, pseudonyms, experiment,
+dataset and ROI names); the one place that names output files (prediction, std, RTDOSE, manifest, variant).
 
 A safe name is letters, digits, `_`, `.` and `-`, starting with a letter or digit, with no
 `..`: no path separator, no traversal, no whitespace, no shell metacharacter. The workflow
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from dosediff.errors import input_error
 
@@ -52,3 +53,38 @@ def check_pseudonyms(pseudonyms: Mapping[str, str]) -> None:
         # Only the pseudonyms: the folder names (keys) may be patient IDs.
         raise input_error("setting dataset.pseudonyms", f"pseudonyms {dup} are given to more than one folder",
                           "one pseudonym per patient folder", "give each folder its own pseudonym")
+
+
+def prediction_file(folder: Path, case: str) -> Path:
+    """A case's predicted dose in a folder of predictions."""
+    return Path(folder) / f"{case}.nii.gz"
+
+
+def case_predictions(references: list[Path], predictions: list[Path], stage: str) -> list[tuple[str, Path, Path]]:
+    """(case id, case folder, prediction) of each case folder and the prediction at its place,
+    which must be the case's `<case>.nii.gz` (a stage's --references and --predictions)."""
+    pairs = [(Path(r).name, Path(r), Path(p)) for r, p in zip(references, predictions)]
+    if len(references) != len(predictions) or any(p != prediction_file(p.parent, c) for c, _, p in pairs):
+        raise input_error(f"dosediff {stage} --predictions", f"files {[Path(p).name for p in predictions]} for "
+                          f"case folders {[Path(r).name for r in references]}", "one <case>.nii.gz per case folder",
+                          "pass each case's prediction, in the order of --references")
+    return pairs
+
+
+def output_paths(out_path: Path) -> dict[str, Path]:
+    """Paths of one case's outputs from the dose path `<dir>/<case>.nii.gz`:
+    dose, std (`<case>_std.nii.gz`), rtdose (`<case>_RTDOSE.dcm`), manifest (`<case>.json`)."""
+    out_path = Path(out_path)
+    name = out_path.name
+    stem = name[:-7] if name.endswith(".nii.gz") else name[:-4] if name.endswith(".nii") else None
+    if not stem:
+        raise input_error(out_path, "an output name without .nii.gz", "<case>.nii.gz",
+                          "name the prediction e.g. predictions/<experiment>/<case>.nii.gz")
+    d = out_path.parent
+    return {"dose": out_path, "std": d / f"{stem}_std.nii.gz", "rtdose": d / f"{stem}_RTDOSE.dcm",
+            "manifest": d / f"{stem}.json"}
+
+
+def variant_name(steps: int | str, seed: int | str) -> str:
+    """A sampling study's prediction set, e.g. steps8_seed0 (also the rule's wildcard pattern)."""
+    return f"steps{steps}_seed{seed}"

@@ -17,7 +17,7 @@ from dosediff.goals import DATASET_SITES, Goal, parse_goals
 from dosediff.ingest import read_source_case
 from dosediff.io.nifti import read_case, read_image, write_case
 from dosediff.model_spec import ModelSpec, patient_dataset, read_model_spec
-from dosediff.prediction.outputs import output_paths
+from dosediff.names import output_paths
 from dosediff.preprocess.pipeline import preprocess_case
 from dosediff.report.planner import write_planner_report
 

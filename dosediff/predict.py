@@ -32,9 +32,8 @@ from dosediff.precision import sampling_bf16
 from dosediff.experiment import ExperimentConfig, SampleConfig
 from dosediff.io.nifti import read_case
 from dosediff.prediction.inputs import CaseInputs, load_case_inputs
-from dosediff.prediction.outputs import (
-    check_same_case, dicom_refs, dose_region, output_paths, to_original, write_outputs,
-)
+from dosediff.names import output_paths
+from dosediff.prediction.outputs import check_same_case, dicom_refs, dose_region, to_original, write_outputs
 from dosediff.prediction.sampling import (
     DiffusionPredictor, SlicePredictor, sample_volume, slice_noise, slice_predictor,
 )

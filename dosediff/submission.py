@@ -16,6 +16,7 @@ from dosediff.atomic import atomic_dir
 from dosediff.errors import input_error
 from dosediff.io.nifti import read_case, read_image
 from dosediff.io.openkbp import write_openkbp_dose_csv
+from dosediff.names import case_predictions
 
 log = logging.getLogger("dosediff")
 
@@ -34,10 +35,9 @@ def submission_dose(case_dir: Path, prediction: Path) -> np.ndarray:
     return np.where(case.possible_dose > 0, dose, 0).astype(np.float32)
 
 
-def write_submission(cases: list[str], nifti_dir: Path, predictions_dir: Path, out_dir: Path) -> None:
-    """out_dir/<case>.csv for every case; the folder appears only when every file is written."""
+def write_submission(references: list[Path], predictions: list[Path], out_dir: Path) -> None:
+    """out_dir/<case>.csv of each case folder and its prediction; the folder appears only when all are."""
     with atomic_dir(Path(out_dir)) as tmp:
-        for case_id in cases:
-            dose = submission_dose(Path(nifti_dir) / case_id, Path(predictions_dir) / f"{case_id}.nii.gz")
-            write_openkbp_dose_csv(dose, tmp / f"{case_id}.csv")
-    log.info(f"submission: {len(cases)} OpenKBP dose files in {out_dir}")
+        for case_id, case_dir, prediction in case_predictions(references, predictions, "submission"):
+            write_openkbp_dose_csv(submission_dose(case_dir, prediction), tmp / f"{case_id}.csv")
+    log.info(f"submission: {len(references)} OpenKBP dose files in {out_dir}")

@@ -118,7 +118,7 @@ def test_scores_match_the_definitions(patients: list[dict]) -> None:
     cfg = EvaluationConfig(gamma=GammaConfig(enabled=False))
     rows = [evaluate_case(p["dose"], p["pred"], p["rois"], tuple(p["dims"]), p["possible"], 70.0, cfg,
                           possible_dose=p["possible"], case=p["id"]) for p in patients]
-    via_rows = openkbp_scores_from_rows(rows)
+    via_rows = openkbp_scores_from_rows([r for m in rows for r in m.rows])
     assert abs(via_rows["dose_score"] - expected_dose) < 1e-6
     assert abs(via_rows["dvh_score"] - expected_dvh) < 1e-6
 

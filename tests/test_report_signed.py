@@ -51,13 +51,14 @@ def _per_case(experiment: str = "m") -> pd.DataFrame:
 def test_evaluate_case_signed_scores():
     ref, pred, masks = _case()
     flat = evaluate_case(ref, pred, masks, SPACING, np.ones(SHAPE, bool), RX, CFG, targets={"PTV": RX})
-    assert flat["PTV/Dmean/pred"] - flat["PTV/Dmean/ref"] == pytest.approx(-3.5, abs=0.02)
-    assert flat["PTV/V95/pred"] - flat["PTV/V95/ref"] == pytest.approx(-50.0, abs=0.1)
-    assert flat["Heart/Dmean/pred"] - flat["Heart/Dmean/ref"] == pytest.approx(2.0, abs=0.02)
-    assert flat["dose_bias_gy"] == pytest.approx((-3.5 + 2.0) / 2, abs=0.02)    # signed: they partly cancel
-    assert flat["dose_score_gy"] == pytest.approx((3.5 + 2.0) / 2, abs=0.02)    # absolute: they add
-    assert (flat["volume_bias_pct"], flat["volume_score_pct"]) == (pytest.approx(-50.0, abs=0.1),
-                                                                   pytest.approx(50.0, abs=0.1))
+    delta = {(r["roi"], r["metric"]): r["predicted"] - r["reference"] for r in flat.rows}
+    assert delta["PTV", "Dmean"] == pytest.approx(-3.5, abs=0.02)
+    assert delta["PTV", "V95"] == pytest.approx(-50.0, abs=0.1)
+    assert delta["Heart", "Dmean"] == pytest.approx(2.0, abs=0.02)
+    assert flat.value("All", "dose_bias") == pytest.approx((-3.5 + 2.0) / 2, abs=0.02)    # signed: they partly cancel
+    assert flat.value("All", "dose_score") == pytest.approx((3.5 + 2.0) / 2, abs=0.02)    # absolute: they add
+    assert (flat.value("All", "volume_bias"), flat.value("All", "volume_score")) == (pytest.approx(-50.0, abs=0.1),
+                                                                                     pytest.approx(50.0, abs=0.1))
 
 
 def test_summary_and_per_roi_table_carry_the_sign():

@@ -1,16 +1,15 @@
 """Every metric of one case: image metrics, per-ROI dose-volume metrics with the paper's dose
 and volume scores, the gamma pass rate, and OpenKBP's metrics when a possible-dose mask is given.
 
-The result is one flat dict (a row of the per-case table), keys:
-
-- mae_gy, psnr_db, ssim                 inside the body (paper sec. 3.2)
-- <ROI>/<metric>/ref, /pred, /absdiff   configured D_V (Gy) and V_D (% of the ROI) metrics
-- dose_score_gy                         mean |delta D| over the case's finite D-type cells
-- volume_score_pct                      mean |delta V| over the case's finite V-type cells
-- dose_bias_gy, volume_bias_pct         the same means of the signed delta = predicted - reference
-- gamma_pass_pct, gamma_points, gamma_nan_points, gamma_criterion ("3%/3mm global, 10% cut-off")
-- openkbp_dose_error_gy, openkbp/<ROI>/<metric>/absdiff   (with a possible-dose mask)
-- notes                                 "; "-joined reasons for every NaN (absent ROI, empty mask, ...)
+The result holds the case's rows of the per-case table (roi, metric, unit, reference,
+predicted, value, note), in this order:
+- Body: MAE (Gy), SSIM, PSNR (dB) inside the body (paper sec. 3.2), gamma_pass_rate (%)
+- <ROI>: each configured D_V (Gy) and V_D (% of the ROI) metric, value |predicted - reference|
+- <ROI>: openkbp_<metric> (Gy), OpenKBP's DVH errors (with a possible-dose mask)
+- All: dose_score and volume_score (mean |delta| over the case's finite D- and V-type cells),
+  dose_bias and volume_bias (the same means of the signed delta = predicted - reference),
+  openkbp_dose_score and openkbp_dvh_score (with a possible-dose mask)
+A NaN value's note holds every reason of the case ("; "-joined: absent ROI, empty mask, ...).
 """
 
 from __future__ import annotations
@@ -92,34 +91,56 @@ def _check_dose(arr: np.ndarray, what: str, case: str | None) -> None:
                           "fill missing values (0 outside the dose grid) before evaluating", case=case)
 
 
-def _dvh_cells(row: dict, reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, np.ndarray],
-               spacing_mm: Sequence[float], sets: Mapping[str, list[MetricSpec]], levels: Mapping[str, float],
-               case: str | None) -> list[str]:
-    """The <ROI>/<metric>/ref, /pred, /absdiff keys, the dose and volume scores and their signed
-    counterparts into `row`; returns the notes of the NaN cells."""
+def _row(roi: str, metric: str, unit: str, value: float, ref: float = math.nan, pred: float = math.nan) -> dict:
+    return {"roi": roi, "metric": metric, "unit": unit, "reference": float(ref), "predicted": float(pred),
+            "value": float(value), "note": ""}
+
+
+@dataclass(frozen=True)
+class CaseMetrics:
+    """evaluate_case's result: the case's rows (module docstring), its notes, the gamma points evaluated."""
+
+    rows: list[dict]
+    notes: str = ""
+    gamma_points: int = 0
+
+    def row(self, roi: str, metric: str) -> dict:
+        return next(r for r in self.rows if r["roi"] == roi and r["metric"] == metric)
+
+    def value(self, roi: str, metric: str) -> float:
+        return self.row(roi, metric)["value"]
+
+
+def _dvh_rows(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, np.ndarray],
+              spacing_mm: Sequence[float], sets: Mapping[str, list[MetricSpec]], levels: Mapping[str, float],
+              case: str | None) -> tuple[list[dict], list[str]]:
+    """The rows of the configured ROI metrics and the notes of their NaN cells."""
     ref_vals, reasons = roi_metrics(reference, masks, spacing_mm, sets, levels, case)
     pred_vals, _ = roi_metrics(predicted, masks, spacing_mm, sets, levels, case)
-    d_cells, v_cells = [], []  # signed pred - ref of every finite cell
+    rows = []
     for roi, specs in sets.items():
         for spec in specs:
             r, p = ref_vals[roi][spec.text], pred_vals[roi][spec.text]
-            key = f"{roi}/{spec.text}"
-            row[f"{key}/ref"], row[f"{key}/pred"], row[f"{key}/absdiff"] = r, p, abs(r - p)
-            if not math.isnan(p - r):
-                (d_cells if spec.kind == "D" else v_cells).append(p - r)
-    row["dose_score_gy"] = float(np.mean(np.abs(d_cells))) if d_cells else math.nan
-    row["volume_score_pct"] = float(np.mean(np.abs(v_cells))) if v_cells else math.nan
-    # the signed counterparts: below 0 the model under-doses (D) or under-covers (V) on average
-    row["dose_bias_gy"] = float(np.mean(d_cells)) if d_cells else math.nan
-    row["volume_bias_pct"] = float(np.mean(v_cells)) if v_cells else math.nan
-    return [f"{k}: {v}" for k, v in reasons.items()]
+            rows.append(_row(roi, spec.text, "Gy" if spec.kind == "D" else "%", abs(r - p), r, p))
+    return rows, [f"{k}: {v}" for k, v in reasons.items()]
+
+
+def _score_rows(cells: list[dict]) -> list[dict]:
+    """Dose and volume scores (mean |delta| over the finite D-type (Gy) and V-type (%) cells) and
+    their signed counterparts (mean delta: below 0 the model under-doses or under-covers on average)."""
+    rows = []
+    for unit, score, bias in (("Gy", "dose_score", "dose_bias"), ("%", "volume_score", "volume_bias")):
+        deltas = [d for c in cells if c["unit"] == unit and not math.isnan(d := c["predicted"] - c["reference"])]
+        rows += [_row("All", score, unit, np.mean(np.abs(deltas)) if deltas else math.nan),
+                 _row("All", bias, unit, np.mean(deltas) if deltas else math.nan)]
+    return rows
 
 
 def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[str, np.ndarray],
                   spacing_mm: Sequence[float], body: np.ndarray | None, prescription_gy: float | None,
                   settings: EvaluationConfig | None = None, possible_dose: np.ndarray | None = None,
-                  targets: Mapping[str, float] | None = None, case: str | None = None) -> dict:
-    """All metrics of one case (see the module docstring for the keys).
+                  targets: Mapping[str, float] | None = None, case: str | None = None) -> CaseMetrics:
+    """All metrics of one case (see the module docstring for the rows).
 
     targets: target ROI -> its dose level in Gy (V_D of targets in % of it; a level <= 0 uses
     prescription_gy); ROIs not in it are OARs. masks hold the case's ROIs (absent ones missing).
@@ -131,42 +152,36 @@ def evaluate_case(reference: np.ndarray, predicted: np.ndarray, masks: Mapping[s
     if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
         raise input_error("spacing", f"value {[float(v) for v in spacing_mm]}", "three positive voxel sizes in mm (z, y, x)",
                           "pass the case geometry's spacing", case=case)
-    targets = dict(targets or {})
-    levels = {roi: (lvl if lvl and lvl > 0 else prescription_gy) for roi, lvl in targets.items()}
-    notes: list[str] = []
-    row: dict = {}
-
+    levels = {roi: (lvl if lvl and lvl > 0 else prescription_gy) for roi, lvl in dict(targets or {}).items()}
     img = image_metrics(reference, predicted, spacing_mm, body, cfg.c_range, cfg.ssim_sigma_mm, case)
-    row.update(mae_gy=img["mae"], psnr_db=img["psnr"], ssim=img["ssim"])
-
-    sets = cfg.metric_sets(list(masks), levels)
-    notes += _dvh_cells(row, reference, predicted, masks, spacing_mm, sets, levels, case)
-
-    g = cfg.gamma
-    row["gamma_criterion"] = gamma_criterion(g)
-    if g.enabled:
-        res = gamma_pass_rate(reference, predicted, spacing_mm, body, g, case)
-        row.update(gamma_pass_pct=res.pass_rate, gamma_points=res.evaluated_points,
-                   gamma_nan_points=res.nan_points)
-        if res.evaluated_points == 0:
-            notes.append("gamma: no reference point above the cut-off")
-    else:
-        row.update(gamma_pass_pct=math.nan, gamma_points=0, gamma_nan_points=0)
-
+    cells, notes = _dvh_rows(reference, predicted, masks, spacing_mm, cfg.metric_sets(list(masks), levels),
+                             levels, case)
+    gamma = gamma_pass_rate(reference, predicted, spacing_mm, body, cfg.gamma, case) if cfg.gamma.enabled else None
+    if gamma is not None and gamma.evaluated_points == 0:
+        notes.append("gamma: no reference point above the cut-off")
+    rows = [_row("Body", "MAE", "Gy", img["mae"]), _row("Body", "SSIM", "", img["ssim"]),
+            _row("Body", "PSNR", "dB", img["psnr"]),
+            _row("Body", "gamma_pass_rate", "%", gamma.pass_rate if gamma else math.nan), *cells]
+    scores = _score_rows(cells)
     if possible_dose is not None:
         kbp = evaluate_openkbp_case(reference, predicted, masks, spacing_mm, possible_dose, case)
-        row["openkbp_dose_error_gy"] = kbp.dose_error
-        for (roi, metric), err in kbp.dvh_errors.items():
-            row[f"openkbp/{roi}/{metric}/absdiff"] = err
+        kbp_cells = [_row(roi, f"openkbp_{metric}", "Gy", err) for (roi, metric), err in kbp.dvh_errors.items()]
+        rows += kbp_cells
+        scores.append(_row("All", "openkbp_dose_score", "Gy", kbp.dose_error))
+        if kbp_cells:  # the case's cells pooled, as over cases
+            scores.append(_row("All", "openkbp_dvh_score", "Gy", openkbp_scores_from_rows(kbp_cells)["dvh_score"]))
         notes += [f"openkbp {n}" for n in kbp.notes]
-
-    row["notes"] = "; ".join(notes)
-    return row
+    text = "; ".join(notes)
+    for r in rows + scores:
+        r["note"] = text if math.isnan(r["value"]) else ""
+    return CaseMetrics(rows + scores, text, gamma.evaluated_points if gamma else 0)
 
 
 def openkbp_scores_from_rows(rows: Sequence[Mapping]) -> dict[str, float]:
-    """OpenKBP dose score and DVH score over cases from evaluate_case rows (cells pooled)."""
-    errors = [r["openkbp_dose_error_gy"] for r in rows if "openkbp_dose_error_gy" in r]
-    cells = [v for r in rows for k, v in r.items() if k.startswith("openkbp/") and not math.isnan(v)]
+    """OpenKBP dose score and DVH score over cases from per-case table rows: the mean of the
+    cases' openkbp_dose_score and of every finite ROI openkbp_<metric> cell, pooled."""
+    errors = [float(r["value"]) for r in rows if r["metric"] == "openkbp_dose_score"]
+    cells = [float(r["value"]) for r in rows if str(r["metric"]).startswith("openkbp_") and r["roi"] != "All"
+             and not math.isnan(float(r["value"]))]
     return {"dose_score": float(np.mean(errors)) if errors else math.nan,
             "dvh_score": float(np.mean(cells)) if cells else math.nan}

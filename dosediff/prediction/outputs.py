@@ -25,20 +25,6 @@ from dosediff.volume import Case, Geometry
 DICOM_REFS = ("study_uid", "frame_of_reference_uid", "ct_sop_uids")
 
 
-def output_paths(out_path: Path) -> dict[str, Path]:
-    """Paths of one case's outputs from the dose path `<dir>/<case>.nii.gz`:
-    dose, std (`<case>_std.nii.gz`), rtdose (`<case>_RTDOSE.dcm`), manifest (`<case>.json`)."""
-    out_path = Path(out_path)
-    name = out_path.name
-    stem = name[:-7] if name.endswith(".nii.gz") else name[:-4] if name.endswith(".nii") else None
-    if not stem:
-        raise input_error(out_path, "an output name without .nii.gz", "<case>.nii.gz",
-                          "name the prediction e.g. predictions/<experiment>/<case>.nii.gz")
-    d = out_path.parent
-    return {"dose": out_path, "std": d / f"{stem}_std.nii.gz", "rtdose": d / f"{stem}_RTDOSE.dcm",
-            "manifest": d / f"{stem}.json"}
-
-
 def check_same_case(case: Case, attrs: dict, h5_path: Path, case_dir: Path) -> None:
     """The ingest folder and the HDF5 must describe the same CT grid."""
     stored = original_geometry(attrs)

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dosediff.errors import input_error, warn
+from dosediff.names import prediction_file
 from dosediff.report.figures import dvh_curve, finish_dvh_axes
 from dosediff.report.plotting import STYLE, check_grid, check_spacing, new_figure, roi_colours, save
 
@@ -69,7 +70,7 @@ def case_dvh_figures(cases: Sequence[str], nifti_dir: Path, predictions: Mapping
         if ref.dose is None:
             raise input_error(Path(nifti_dir) / case, "no planned dose", "a reference dose to plot against",
                               "report only cases ingested with their RTDOSE", case=case)
-        doses = {label: read_image(Path(folder) / f"{case}.nii.gz")[0] for label, folder in predictions.items()}
+        doses = {label: read_image(prediction_file(folder, case))[0] for label, folder in predictions.items()}
         path = Path(out_dir) / f"{case}.png"
         dvh_overlay_figure(ref.dose, doses, ref.masks, ref.geometry.spacing, path,
                            prescription_gy=ref.prescription_gy, title=f"{case}: DVH, all models",

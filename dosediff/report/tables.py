@@ -197,22 +197,14 @@ def comparison_table(per_case: pd.DataFrame, experiments: Sequence[str],
             if (exp, roi, metric) not in keyed.index:
                 continue
             cell = keyed.loc[(exp, roi, metric)]
-            if metric == "openkbp_dvh_score":
-                pooled = openkbp_pooled_dvh_score(per_case[per_case["experiment"] == exp])
+            if metric == "openkbp_dvh_score":  # the official score: every (case, ROI, metric) cell pooled
+                rows = per_case[per_case["experiment"] == exp].sort_values("case", kind="stable").to_dict("records")
+                pooled = openkbp_scores_from_rows(rows)["dvh_score"]
                 cell = cell.copy()
                 cell["text"] = format_mean_std(pooled, cell["std"], cell["n"], cell["n_cases"], decimals)
             table.loc[label, header] = cell["text"]
     table.attrs["best_along"] = "columns"
     return table
-
-
-def openkbp_pooled_dvh_score(per_case: pd.DataFrame) -> float:
-    """The official OpenKBP DVH score of one experiment's long table: every (case, ROI,
-    metric) |Δ| cell pooled (dosediff.metrics.evaluate.openkbp_scores_from_rows)."""
-    cells = per_case[per_case["metric"].astype(str).str.startswith("openkbp_") & (per_case["roi"] != "All")]
-    rows = [{f"openkbp/{r.roi}/{r.metric}/absdiff": float(r.value) for r in g.itertuples()}
-            for _, g in cells.groupby("case")]
-    return openkbp_scores_from_rows(rows)["dvh_score"]
 
 
 def summary_table(stats: pd.DataFrame, labels: Mapping[str, str] | None = None) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from dosediff.config import DatasetConfig, PhantomConfig, ReportConfig, section
 from dosediff.data.splits import EVALUATE_KEY
 from dosediff.config_check import check_config
 from dosediff.names import SAFE_WILDCARD, check_names, check_pseudonyms, is_safe_name
+from dosediff.names import variant_name
 
 validate(config, "../schemas/config.schema.yaml")
 # Where sections meet (condition vs representations, size vs network, metric ROIs): at the dry run.
@@ -128,6 +129,8 @@ REPORT = config.get("report", {}) or {}
 # `dosediff split` decides which split is evaluated (split.evaluate_on) and names it under
 # this key of splits.json.
 EVAL_SPLIT = EVALUATE_KEY
+# A sampling study's prediction folder, as a pattern of the predict_study rule.
+STUDY_VARIANT = variant_name("{steps}", "{seed}")
 
 
 def experiment_settings(wildcards):
@@ -150,6 +153,11 @@ def split_cases(name):
     return (
         splits[splits.get(EVAL_SPLIT, "test")] if name == EVAL_SPLIT else splits[name]
     )
+
+
+def evaluated_cases(wildcards):
+    """Ingest folders of the evaluated split's cases: the references of its predictions."""
+    return expand(f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT))
 
 
 def h5_of(names):

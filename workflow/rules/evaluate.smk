@@ -7,9 +7,7 @@ rule evaluate:
             f"{RESULTS}/predictions/{wildcards.experiment}/{{case}}.nii.gz",
             case=split_cases(EVAL_SPLIT),
         ),
-        references=lambda wildcards: expand(
-            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
-        ),
+        references=evaluated_cases,
     output:
         per_case=report(
             f"{RESULTS}/metrics/{{experiment}}/per_case.csv",
@@ -53,13 +51,10 @@ rule evaluate:
         mem_mb=4000,
     params:
         settings=settings("dataset", "preprocess", "evaluate"),
-        cases=lambda wildcards: split_cases(EVAL_SPLIT),
         out=lambda wildcards: f"{RESULTS}/metrics/{wildcards.experiment}",
         label=lambda wildcards: model_label(wildcards.experiment),
-        nifti_dir=f"{RESULTS}/nifti",
-        predictions=lambda wildcards: f"{RESULTS}/predictions/{wildcards.experiment}",
     shell:
-        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment:q} --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --predictions {params.predictions:q} --out {params.out:q} --label {params.label:q} 2> {log:q}"
+        "dosediff evaluate --settings {params.settings:q} --experiment {wildcards.experiment:q} --references {input.references:q} --predictions {input.predictions:q} --out {params.out:q} --label {params.label:q} 2> {log:q}"
 
 
 rule study:
@@ -69,6 +64,7 @@ rule study:
             variant=study(wildcards.kind)[1],
             case=split_cases(EVAL_SPLIT),
         ),
+        references=evaluated_cases,
     output:
         f"{RESULTS}/metrics/{{kind}}.csv",
     log:
@@ -81,12 +77,8 @@ rule study:
     params:
         settings=settings("dataset", "preprocess", "evaluate"),
         experiment=lambda wildcards: study(wildcards.kind)[0],
-        variants=lambda wildcards: study(wildcards.kind)[1],
-        cases=lambda wildcards: split_cases(EVAL_SPLIT),
-        study_dir=lambda wildcards: f"{RESULTS}/predictions/{study(wildcards.kind)[0]}/study",
-        nifti_dir=f"{RESULTS}/nifti",
     shell:
-        "dosediff study --settings {params.settings:q} --experiment {params.experiment:q} --variants {params.variants:q} --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --study-dir {params.study_dir:q} --out {output:q} 2> {log:q}"
+        "dosediff study --settings {params.settings:q} --experiment {params.experiment:q} --references {input.references:q} --predictions {input.predictions:q} --out {output:q} 2> {log:q}"
 
 
 rule report:
@@ -102,9 +94,7 @@ rule report:
             experiment=EXPERIMENTS + [MEAN_DOSE],
             case=split_cases(EVAL_SPLIT),
         ),
-        references=lambda wildcards: expand(
-            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
-        ),
+        references=evaluated_cases,
     output:
         report(
             directory(f"{RESULTS}/report"),

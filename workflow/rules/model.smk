@@ -57,12 +57,12 @@ rule predict:
 
 use rule predict as predict_study with:
     output:
-        dose=f"{RESULTS}/predictions/{{experiment}}/study/steps{{steps}}_seed{{seed}}/{{case}}.nii.gz",
-        manifest=f"{RESULTS}/predictions/{{experiment}}/study/steps{{steps}}_seed{{seed}}/{{case}}.json",
+        dose=f"{RESULTS}/predictions/{{experiment}}/study/{STUDY_VARIANT}/{{case}}.nii.gz",
+        manifest=f"{RESULTS}/predictions/{{experiment}}/study/{STUDY_VARIANT}/{{case}}.json",
     log:
-        f"{RESULTS}/logs/predict/{{experiment}}/steps{{steps}}_seed{{seed}}/{{case}}.log",
+        f"{RESULTS}/logs/predict/{{experiment}}/{STUDY_VARIANT}/{{case}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/predict/{{experiment}}/steps{{steps}}_seed{{seed}}/{{case}}.tsv"
+        f"{RESULTS}/benchmarks/predict/{{experiment}}/{STUDY_VARIANT}/{{case}}.tsv"
     params:
         model=lambda wildcards: f"{RESULTS}/models/{wildcards.experiment}",
         overrides=lambda wildcards: [

@@ -7,9 +7,7 @@ rule submission:
             f"{RESULTS}/predictions/{wildcards.experiment}/{{case}}.nii.gz",
             case=split_cases(EVAL_SPLIT),
         ),
-        references=lambda wildcards: expand(
-            f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT)
-        ),
+        references=evaluated_cases,
     output:
         directory(f"{RESULTS}/submission/{{experiment}}"),
     log:
@@ -17,9 +15,5 @@ rule submission:
     conda:
         ENV
     threads: 1
-    params:
-        cases=lambda wildcards: split_cases(EVAL_SPLIT),
-        nifti_dir=f"{RESULTS}/nifti",
-        predictions=lambda wildcards: f"{RESULTS}/predictions/{wildcards.experiment}",
     shell:
-        "dosediff submission --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --predictions {params.predictions:q} --out {output:q} 2> {log:q}"
+        "dosediff submission --references {input.references:q} --predictions {input.predictions:q} --out {output:q} 2> {log:q}"
