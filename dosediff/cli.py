@@ -248,7 +248,7 @@ def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
          REFERENCES, ("--predictions", FILES, "<case>.nii.gz of every variant (the manifest beside each gives "
                       "the case, steps and seed)"), ("--out", REQUIRED, "output CSV"))
     _add(sub, "submission", cmd_submission, "OpenKBP predictions as the challenge's pt_N.csv submission files",
-         ("--references", CASES, "ingested case folders pt_N (grid, possible-dose mask)"), PREDICTIONS,
+         ("--references", FILES, "ingested case folders pt_N (grid, possible-dose mask)"), PREDICTIONS,
          ("--out", REQUIRED, "output folder of <case>.csv files"))
     _add(sub, "report", cmd_report, "the paper's tables and dataset-level figures from the metric tables",
          _settings_arg("uses: report, evaluate"), ("--metrics", CASES, "per_case.csv of each experiment"),
