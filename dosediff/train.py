@@ -245,7 +245,8 @@ class Run:
     bar: tqdm
     loss_sum: torch.Tensor
     loss_n: int = 0
-    t0: float = dataclasses.field(default_factory=time.perf_counter)
+    # Looked up at each call, not bound at import, so one clock (the module's `time`) times every reading.
+    t0: float = dataclasses.field(default_factory=lambda: time.perf_counter())
     postfix: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
