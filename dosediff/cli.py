@@ -154,9 +154,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     gamma = evaluation.gamma
     build_report(cfg, [Path(p) for p in args.metrics], Path(args.out),
                  gamma_text=gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)",
-                 cases=args.cases, nifti_dir=Path(args.nifti_dir) if args.nifti_dir else None,
-                 predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
-                 dvh_bin_gy=evaluation.dvh_bin_gy,
+                 references=args.references, predictions=args.predictions, dvh_bin_gy=evaluation.dvh_bin_gy,
                  steps_csv=Path(args.steps) if args.steps else None,
                  seeds_csv=Path(args.seeds) if args.seeds else None)
 
@@ -253,9 +251,9 @@ def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
     _add(sub, "report", cmd_report, "the paper's tables and dataset-level figures from the metric tables",
          _settings_arg("uses: report, evaluate"), ("--metrics", CASES, "per_case.csv of each experiment"),
          ("--steps", OPTIONAL, "steps study CSV"), ("--seeds", OPTIONAL, "seed study CSV"),
-         ("--cases", {"nargs": "*", "default": None}, "cases of the overlaid DVH figures"),
-         ("--nifti-dir", OPTIONAL, "folder of ingested cases (reference dose and ROIs)"),
-         ("--predictions-dir", OPTIONAL, "folder of <experiment>/<case>.nii.gz predictions"),
+         ("--references", {"nargs": "*", "type": Path, "default": []}, "case folders of the overlaid DVH figures"),
+         ("--predictions", {"nargs": "*", "type": Path, "default": []},
+          "each DVH model's <case>.nii.gz in the order of --references, model after model"),
          ("--out", REQUIRED, "output folder"))
     _add(sub, "report-case", cmd_report_case, "a new patient's planner report: clinical goals, DVHs, dose slices",
          _settings_arg("uses section: predict"), ("--model", REQUIRED, "model folder that made the prediction"),

@@ -178,6 +178,10 @@ class ReportConfig:
     steps_study: StudyConfig = field(default_factory=StudyConfig)
     seed_study: StudyConfig = field(default_factory=StudyConfig)
 
+    def dvh_models(self, experiments: list[str]) -> list[str]:
+        """The models overlaid in each case's DVH figure: the first table's, else `experiments`."""
+        return list(next(iter(self.tables.values()), experiments))
+
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against a type hint, building nested dataclasses; raise a clear error."""

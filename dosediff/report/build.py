@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -27,13 +28,12 @@ def _n_cases(per_case: pd.DataFrame, experiments: list[str]) -> str:
 
 def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
                  steps_csv: Path | None = None, seeds_csv: Path | None = None,
-                 gamma_text: str = "3%/3mm global, 10% cut-off", cases: list[str] | None = None,
-                 nifti_dir: Path | None = None, predictions_dir: Path | None = None,
-                 dvh_bin_gy: float = 0.01) -> None:
+                 gamma_text: str = "3%/3mm global, 10% cut-off", references: Sequence[Path] = (),
+                 predictions: Sequence[Path] = (), dvh_bin_gy: float = 0.01) -> None:
     """Write the tables (CSV + Markdown + HTML, each with its caption), the dataset-level
-    figures and, given cases, nifti_dir and predictions_dir (holding <experiment>/<case>.nii.gz),
-    one DVH figure per case with every model overlaid (dvh/<case>.png) into out_dir.
-    gamma_text states the gamma criteria in the captions."""
+    figures and, given the case folders `references` and each DVH model's predictions of them
+    (`ReportConfig.dvh_models`, model after model), one DVH figure per case with every model
+    overlaid (dvh/<case>.png) into out_dir. gamma_text states the gamma criteria in the captions."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_case = read_per_case(per_case_paths)
@@ -66,10 +66,9 @@ def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
         write_table(seed_spread_table(seed_spread(seeds), labels=cfg.labels), out_dir / "seeds",
                     caption="Spread over sampling seeds: mean ± sample std (and range) over seeds of "
                             "each seed's mean over the test cases.")
-    if cases and nifti_dir is not None and predictions_dir is not None:
-        first = next(iter(cfg.tables.values()), everyone)
-        models = {cfg.labels.get(e, e): Path(predictions_dir) / e for e in first}
-        case_dvh_figures(cases, Path(nifti_dir), models, out_dir / "dvh", bin_width_gy=dvh_bin_gy)
+    if references:
+        models = [cfg.labels.get(e, e) for e in cfg.dvh_models(everyone)]
+        case_dvh_figures(references, predictions, models, out_dir / "dvh", bin_width_gy=dvh_bin_gy)
     log.info(f"report written to {out_dir}")
 
 
