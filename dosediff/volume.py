@@ -44,10 +44,6 @@ class Geometry:
         """3x3 direction matrix; column i is the physical direction of index axis i (x, y, z)."""
         return np.asarray(self.direction, dtype=float).reshape(3, 3)
 
-    @property
-    def voxel_volume_mm3(self) -> float:
-        return float(np.prod(self.spacing))
-
     def index_to_world(self, zyx: np.ndarray) -> np.ndarray:
         """Continuous (..., 3) indices in (z, y, x) order -> physical (..., 3) points (x, y, z) mm."""
         ijk = np.asarray(zyx, dtype=float)[..., ::-1] * np.asarray(self.spacing[::-1])

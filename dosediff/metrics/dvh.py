@@ -208,19 +208,6 @@ class DVH:
         total = self.total_cc
         return 100.0 * self.volume_cc / total if total > 0 else np.full_like(self.volume_cc, np.nan)
 
-    def mean_gy(self) -> float:
-        """Mean dose from the curve: each bin's volume at its centre dose (last bin as wide as the one before)."""
-        diff = self.volume_cc - np.append(self.volume_cc[1:], 0.0)
-        widths = np.diff(self.dose_gy, append=2 * self.dose_gy[-1] - self.dose_gy[-2]) \
-            if self.dose_gy.size > 1 else np.zeros(1)
-        return float(np.sum(diff * (self.dose_gy + widths / 2)) / self.total_cc)
-
-    def dose_at_percent(self, v_percent: float) -> float:
-        """D_V read off the curve, linear between bin edges."""
-        vp = self.volume_percent
-        # np.interp needs increasing x: walk the (decreasing) curve backwards.
-        return float(np.interp(v_percent, vp[::-1], self.dose_gy[::-1]))
-
 
 def cumulative_dvh(dose: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float],
                    bin_width_gy: float = 0.01, roi: str = "ROI", case: str | None = None) -> DVH:
