@@ -263,10 +263,8 @@ def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dosediff",
-        description="DoseDiff dose prediction: each subcommand is one stage of the Snakemake workflow.",
-    )
+    parser = argparse.ArgumentParser(prog="dosediff", description="DoseDiff dose prediction: each subcommand is "
+                                     "one stage of the Snakemake workflow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     _add_data_stages(sub)

@@ -39,8 +39,7 @@ def read_dataset(path: Path, case_id: str) -> Dataset:
     path = Path(path)
     fix = f"remove {path.name} from the case folder, or replace it with a complete copy from the export"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             ds = pydicom.dcmread(path)
     except InvalidDicomError:
         ds = _read_without_preamble(path)
@@ -66,8 +65,7 @@ def _check_elements(ds: Dataset, path: Path, case_id: str) -> None:
     input error naming its tag here rather than a traceback wherever it is first used."""
     for tag in list(ds.keys()):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(action="ignore"):
                 ds[tag]
         except Exception as exc:
             raise input_error(path, f"element {tag} cannot be read ({type(exc).__name__}: its value or VR is "
@@ -78,8 +76,7 @@ def _check_elements(ds: Dataset, path: Path, case_id: str) -> None:
 def _read_without_preamble(path: Path) -> Dataset | None:
     """Old exports may lack the 128-byte preamble; accept them only if they look like DICOM."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             ds = pydicom.dcmread(path, force=True)
             sop_class = str(ds.get("SOPClassUID", ""))
             modality = ds.get("Modality")
@@ -183,12 +180,8 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
     _check_no_drift(items, ipp, along, normal, case_id)
     step = _uniform_step(items, along, case_id)
     hu = _hu_volume(items, case_id)
-    geometry = Geometry(
-        shape=hu.shape,
-        spacing=(step, float(spacing[0]), float(spacing[1])),
-        origin=tuple(ipp[0]),
-        direction=direction_of(row, col, normal),
-    )
+    geometry = Geometry(shape=hu.shape, spacing=(step, float(spacing[0]), float(spacing[1])), origin=tuple(ipp[0]),
+                        direction=direction_of(row, col, normal))
     uids = {
         "study_uid": str(ds0.get("StudyInstanceUID", "")),
         "series_uid": str(ds0.get("SeriesInstanceUID", "")),

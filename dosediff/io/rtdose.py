@@ -131,12 +131,8 @@ def rtdose_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarr
         thickness = number(ds, "SliceThickness", path, case_id, default=0.0, lo=0.0, hi=1e3)
         step = thickness if thickness > 0 else float(min(spacing))
     dose = scaled_dose(raw, number(ds, "DoseGridScaling", path, case_id), path, case_id)  # (z, y, x) Gy
-    geometry = Geometry(
-        shape=dose.shape,
-        spacing=(step, float(spacing[0]), float(spacing[1])),
-        origin=tuple(ipp + positions[0] * normal),
-        direction=direction_of(row, col, normal),
-    )
+    geometry = Geometry(shape=dose.shape, spacing=(step, float(spacing[0]), float(spacing[1])),
+                        origin=tuple(ipp + positions[0] * normal), direction=direction_of(row, col, normal))
     return dose, geometry, refs
 
 

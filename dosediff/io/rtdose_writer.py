@@ -32,13 +32,8 @@ def _ds(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.6e}"
 
 
-def write_rtdose(
-    dose_gy: np.ndarray,
-    geometry: Geometry,
-    refs: dict,
-    path: Path,
-    description: str = "dosediff predicted dose",
-) -> None:
+def write_rtdose(dose_gy: np.ndarray, geometry: Geometry, refs: dict, path: Path,
+                 description: str = "dosediff predicted dose") -> None:
     """Write `dose_gy` (z, y, x, Gy) on `geometry` as an RTDOSE file.
 
     `refs` holds the source CT's UIDs (Case.meta from a DICOM ingest): study_uid,
@@ -46,11 +41,9 @@ def write_rtdose(
     """
     missing = [k for k in ("study_uid", "frame_of_reference_uid") if not refs.get(k)]
     if missing:
-        raise input_error(
-            "RTDOSE export", f"the case carries no {', '.join(missing)}",
-            "a case ingested from DICOM (its case.json meta holds the CT's UIDs)",
-            "export NIfTI only for cases that did not come from DICOM",
-        )
+        raise input_error("RTDOSE export", f"the case carries no {', '.join(missing)}",
+                          "a case ingested from DICOM (its case.json meta holds the CT's UIDs)",
+                          "export NIfTI only for cases that did not come from DICOM")
     if tuple(dose_gy.shape) != geometry.shape:
         raise ValueError(f"dose shape {dose_gy.shape} does not match the CT grid {geometry.shape}")
     dose = np.clip(np.nan_to_num(dose_gy.astype(np.float64)), 0.0, None)

@@ -121,8 +121,7 @@ def contour_points(contour: Dataset, roi: str, path: Path, case_id: str) -> np.n
             text = bytes(raw).decode("ascii").strip(" \x00")
             values = [float(v) for v in text.split("\\") if v.strip()]
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(action="ignore"):
                 data = contour.ContourData
             values = [] if data is None else ([float(data)] if np.ndim(data) == 0 and not isinstance(data, list)
                                                else [float(v) for v in data])

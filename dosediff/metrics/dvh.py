@@ -225,13 +225,3 @@ def cumulative_dvh(dose: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[floa
     cum = np.cumsum(counts[::-1])[::-1]  # voxels with dose >= each lower edge
     edges = np.arange(n_bins) * bin_width_gy
     return DVH(edges, cum * voxel_cc)
-
-
-def dvh_curves(dose: np.ndarray, masks: Mapping[str, np.ndarray], spacing_mm: Sequence[float],
-               bin_width_gy: float = 0.01, case: str | None = None) -> dict[str, DVH]:
-    """Cumulative DVH of every non-empty ROI in `masks`."""
-    out = {}
-    for roi, mask in masks.items():
-        if mask is not None and np.any(mask):
-            out[roi] = cumulative_dvh(dose, mask, spacing_mm, bin_width_gy, roi, case)
-    return out
