@@ -64,11 +64,9 @@ def parse_metric(text: str, where: str = "metric") -> MetricSpec:
     if s.lower() in ("dmax", "max"):
         return MetricSpec(text, "D", "max")
     m = _METRIC_RE.match(s)
-    bad = input_error(
-        f"setting {where}", f"value {text!r}",
-        "one of Dmean, Dmin, Dmax, D<V%> (e.g. D95), D<x>cc (e.g. D0.1cc), V<D> (e.g. V30: Gy for "
-        "OARs, % of the prescription for targets), V<D>Gy or V<D>%",
-        "correct the metric name in the evaluate.metrics section of your config")
+    bad = input_error(f"setting {where}", f"value {text!r}", "one of Dmean, Dmin, Dmax, D<V%> (e.g. D95), "
+                      "D<x>cc (e.g. D0.1cc), V<D> (e.g. V30: Gy for OARs, % of the prescription for targets), "
+                      "V<D>Gy or V<D>%", "correct the metric name in the evaluate.metrics section of your config")
     if not m:
         raise bad
     kind, num, unit = m["kind"].upper(), float(m["num"]), (m["unit"] or "").lower()
@@ -212,9 +210,6 @@ class DVH:
 def cumulative_dvh(dose: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float],
                    bin_width_gy: float = 0.01, roi: str = "ROI", case: str | None = None) -> DVH:
     """Cumulative DVH of one ROI with bins of bin_width_gy from 0 Gy (an empty ROI gives an empty curve)."""
-    if not bin_width_gy > 0:
-        raise input_error("setting evaluate.dvh_bin_gy", f"value {bin_width_gy}", "a positive bin width in Gy",
-                          "set evaluate.dvh_bin_gy, e.g. 0.01")
     doses = roi_doses(dose, mask, roi, case)
     voxel_cc = float(np.prod(spacing_mm)) / 1000.0
     if doses.size == 0:

@@ -127,14 +127,8 @@ class MMFNet(nn.Module):
                               "multiscale true and cond_encoders_use_time false for a timestep-free condition cache",
                               "set model.cond_encoders_use_time: false (and retrain), or call the model without cache")
 
-    def forward(
-        self,
-        y_t: torch.Tensor,
-        t: torch.Tensor,
-        ct: torch.Tensor | None = None,
-        cond: torch.Tensor | None = None,
-        cache: ConditionCache | None = None,
-    ) -> torch.Tensor:
+    def forward(self, y_t: torch.Tensor, t: torch.Tensor, ct: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None, cache: ConditionCache | None = None) -> torch.Tensor:
         """Noisy dose y_t (B, 1, H, W), timesteps t (B,) or scalar, CT (B, 1, H, W), condition
         (B, K, H, W) or a cache from `encode_condition` -> predicted noise (B, 1, H, W)."""
         b = y_t.shape[0]
