@@ -105,9 +105,9 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from dosediff.predict import predict_case
-
     import json
+
+    from dosediff.predict import predict_case
 
     overrides = json.loads(args.sample) if args.sample else {}
     if not isinstance(overrides, dict):
@@ -145,18 +145,13 @@ def cmd_submission(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from dosediff.config import ReportConfig, section
-    from dosediff.metrics.evaluate import EvaluationConfig, gamma_criterion
+    from dosediff.metrics.evaluate import EvaluationConfig
     from dosediff.report.build import build_report
 
     settings = _settings(args)
-    cfg = section(settings, ReportConfig, "report")
-    evaluation = section(settings, EvaluationConfig, "evaluate")
-    gamma = evaluation.gamma
-    build_report(cfg, [Path(p) for p in args.metrics], Path(args.out),
-                 gamma_text=gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)",
-                 references=args.references, predictions=args.predictions, dvh_bin_gy=evaluation.dvh_bin_gy,
-                 steps_csv=Path(args.steps) if args.steps else None,
-                 seeds_csv=Path(args.seeds) if args.seeds else None)
+    build_report(section(settings, ReportConfig, "report"), args.metrics, Path(args.out),
+                 section(settings, EvaluationConfig, "evaluate"), steps_csv=args.steps, seeds_csv=args.seeds,
+                 references=args.references, predictions=args.predictions)
 
 
 def cmd_report_case(args: argparse.Namespace) -> None:
@@ -173,6 +168,7 @@ FLAG: dict = {"action": "store_true"}
 THREADS = ("--threads", {"type": int, "default": None}, "CPU threads for torch")
 EXPERIMENT = ("--experiment", REQUIRED, "experiment name under experiments:")
 FILES: dict = {**CASES, "type": Path}
+PATH: dict = {"default": None, "type": Path}
 REFERENCES = ("--references", FILES, "ingested case folders (reference dose and ROIs)")
 PREDICTIONS = ("--predictions", FILES, "each case's <case>.nii.gz, in the order of --references")
 
@@ -249,8 +245,8 @@ def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
          ("--references", FILES, "ingested case folders pt_N (grid, possible-dose mask)"), PREDICTIONS,
          ("--out", REQUIRED, "output folder of <case>.csv files"))
     _add(sub, "report", cmd_report, "the paper's tables and dataset-level figures from the metric tables",
-         _settings_arg("uses: report, evaluate"), ("--metrics", CASES, "per_case.csv of each experiment"),
-         ("--steps", OPTIONAL, "steps study CSV"), ("--seeds", OPTIONAL, "seed study CSV"),
+         _settings_arg("uses: report, evaluate"), ("--metrics", FILES, "per_case.csv of each experiment"),
+         ("--steps", PATH, "steps study CSV"), ("--seeds", PATH, "seed study CSV"),
          ("--references", {"nargs": "*", "type": Path, "default": []}, "case folders of the overlaid DVH figures"),
          ("--predictions", {"nargs": "*", "type": Path, "default": []},
           "each DVH model's <case>.nii.gz in the order of --references, model after model"),

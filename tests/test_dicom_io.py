@@ -16,8 +16,10 @@ from matplotlib.path import Path as MplPath
 
 from dosediff.config import DatasetConfig
 from dosediff.errors import InputError
-from dosediff.io.dicom import (rasterize_roi, read_ct_series, read_dicom_case, read_rtdose, read_rtstruct,
-                               resample_to)
+from dosediff.io.dicom import read_dicom_case
+from dosediff.io.dicom_ct import read_ct_series
+from dosediff.io.rtdose import read_rtdose, resample_to
+from dosediff.io.rtstruct import rasterize_roi, read_rtstruct
 from dosediff.volume import Geometry
 
 IBSI_CASES = ["STS_002", "STS_003", "STS_019"]

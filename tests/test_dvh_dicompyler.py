@@ -16,7 +16,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from dosediff.io.dicom import rasterize_roi, read_rtdose, read_rtstruct
+from dosediff.io.rtdose import read_rtdose
+from dosediff.io.rtstruct import rasterize_roi, read_rtstruct
 from dosediff.metrics.dvh import dose_at_percent, roi_doses
 from dvh_helpers import curve_dose_at_percent, curve_mean_gy, read_embedded_dvhs
 

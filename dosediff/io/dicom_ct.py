@@ -23,8 +23,6 @@ from dosediff.io.dicom_tags import check_volume_size, floats, integer, number, p
 from dosediff.io.privacy import hide_patient_fields
 from dosediff.volume import Geometry
 
-__all__ = ["floats", "pixels", "read_dataset", "read_ct_series", "ct_from_datasets", "orientation"]
-
 log = logging.getLogger("dosediff")
 
 UNDEFINED_LENGTH = 0xFFFFFFFF

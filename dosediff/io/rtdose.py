@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset
 from scipy.ndimage import map_coordinates
 
 from dosediff.errors import input_error, warn
-from dosediff.io.dicom_ct import direction_of, floats, orientation, pixels, read_dataset, step_tolerance
-from dosediff.io.dicom_tags import integer, number, spacing_yx
+from dosediff.io.dicom_ct import direction_of, orientation, read_dataset, step_tolerance
+from dosediff.io.dicom_tags import floats, integer, number, pixels, spacing_yx
 from dosediff.volume import MAX_DOSE_GY, Geometry
 
 # DoseSummationType values that are not the whole plan's dose, and what they mean.

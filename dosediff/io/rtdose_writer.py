@@ -84,10 +84,7 @@ def _header(refs: dict, description: str) -> Dataset:
     now = dt.datetime.now()
     ds = new_dataset(RT_DOSE_STORAGE, generate_uid())
     ds.Modality = "RTDOSE"
-    ds.PatientName = ""
-    ds.PatientID = ""
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
+    ds.PatientName = ds.PatientID = ds.PatientBirthDate = ds.PatientSex = ""  # never the source's
     ds.StudyInstanceUID = refs["study_uid"]
     ds.SeriesInstanceUID = generate_uid()
     ds.FrameOfReferenceUID = refs["frame_of_reference_uid"]
@@ -124,6 +121,4 @@ def dose_grid(ds: Dataset, geometry: Geometry, decimal: Callable[[float], str] =
     ds.BitsAllocated = ds.BitsStored = 32
     ds.HighBit = 31
     ds.PixelRepresentation = 0
-    ds.DoseUnits = "GY"
-    ds.DoseType = "PHYSICAL"
-    ds.DoseSummationType = "PLAN"
+    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", "PLAN"

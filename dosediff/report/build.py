@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from dosediff.config import ReportConfig
+from dosediff.metrics.evaluate import EvaluationConfig, gamma_criterion
 from dosediff.report.case_dvh import case_dvh_figures
 from dosediff.report.figures import seed_figure, steps_figure
 from dosediff.report.markup import write_table
@@ -26,14 +27,18 @@ def _n_cases(per_case: pd.DataFrame, experiments: list[str]) -> str:
     return f"n = {counts[0]}" if len(counts) == 1 else f"n = {'–'.join(str(c) for c in counts)}"
 
 
-def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
-                 steps_csv: Path | None = None, seeds_csv: Path | None = None,
-                 gamma_text: str = "3%/3mm global, 10% cut-off", references: Sequence[Path] = (),
-                 predictions: Sequence[Path] = (), dvh_bin_gy: float = 0.01) -> None:
+def build_report(cfg: ReportConfig, per_case_paths: Sequence[Path], out_dir: Path,
+                 evaluation: EvaluationConfig | None = None, steps_csv: Path | None = None,
+                 seeds_csv: Path | None = None, references: Sequence[Path] = (),
+                 predictions: Sequence[Path] = ()) -> None:
     """Write the tables (CSV + Markdown + HTML, each with its caption), the dataset-level
     figures and, given the case folders `references` and each DVH model's predictions of them
     (`ReportConfig.dvh_models`, model after model), one DVH figure per case with every model
-    overlaid (dvh/<case>.png) into out_dir. gamma_text states the gamma criteria in the captions."""
+    overlaid (dvh/<case>.png) into out_dir. `evaluation` (the evaluate section; default its
+    defaults) gives the gamma criteria the captions state and the DVH bin width."""
+    evaluation = evaluation or EvaluationConfig()
+    gamma = evaluation.gamma
+    gamma_text = gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_case = read_per_case(per_case_paths)
@@ -68,7 +73,7 @@ def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
                             "each seed's mean over the test cases.")
     if references:
         models = [cfg.labels.get(e, e) for e in cfg.dvh_models(everyone)]
-        case_dvh_figures(references, predictions, models, out_dir / "dvh", bin_width_gy=dvh_bin_gy)
+        case_dvh_figures(references, predictions, models, out_dir / "dvh", bin_width_gy=evaluation.dvh_bin_gy)
     log.info(f"report written to {out_dir}")
 
 
