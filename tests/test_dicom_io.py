@@ -17,10 +17,10 @@ from matplotlib.path import Path as MplPath
 from dosediff.config import DatasetConfig
 from dosediff.errors import InputError
 from dosediff.io.dicom import read_dicom_case
-from dosediff.io.dicom_ct import read_ct_series
-from dosediff.io.rtdose import read_rtdose, resample_to
-from dosediff.io.rtstruct import rasterize_roi, read_rtstruct
+from dosediff.io.rtdose import resample_to
+from dosediff.io.rtstruct import rasterize_roi
 from dosediff.volume import Geometry
+from dicom_readers import read_ct_series, read_rtdose, read_rtstruct
 
 IBSI_CASES = ["STS_002", "STS_003", "STS_019"]
 META_KEYS = {"source", "study_uid", "series_uid", "frame_of_reference_uid", "ct_sop_uids"}

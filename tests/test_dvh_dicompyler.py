@@ -16,9 +16,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from dosediff.io.rtdose import read_rtdose
-from dosediff.io.rtstruct import rasterize_roi, read_rtstruct
+from dosediff.io.rtstruct import rasterize_roi
 from dosediff.metrics.dvh import dose_at_percent, roi_doses
+from dicom_readers import read_rtdose, read_rtstruct
 from dvh_helpers import curve_dose_at_percent, curve_mean_gy, read_embedded_dvhs
 
 EXPECTED_CHECKED = {"Breast", "Heart", "Lt Lung", "Tumor Bed", "Tumor Bed Block"}

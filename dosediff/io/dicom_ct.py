@@ -128,15 +128,6 @@ def rescale(ds: Dataset, path: Path, case_id: str) -> tuple[float, float]:
     return slope, intercept
 
 
-def read_ct_series(files: list[Path], case_id: str) -> tuple[np.ndarray, Geometry, dict]:
-    """Read one CT series: HU (z, y, x) int16, its Geometry and its UIDs (no patient data).
-
-    The dict holds study_uid, series_uid, frame_of_reference_uid and ct_sop_uids (z order).
-    """
-    files = [Path(f) for f in files]
-    return ct_from_datasets([(f, read_dataset(f, case_id)) for f in files], case_id)
-
-
 def _same(items: list[tuple[Path, Dataset]], keyword: str, case_id: str, atol: float | None = None) -> None:
     """Every slice must agree with the first on `keyword`."""
     first_path, first = items[0]
@@ -159,7 +150,9 @@ def _same(items: list[tuple[Path, Dataset]], keyword: str, case_id: str, atol: f
 
 
 def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[np.ndarray, Geometry, dict]:
-    """read_ct_series on already-read datasets (see there)."""
+    """One CT series, its (path, dataset) items read by read_dataset: HU (z, y, x) int16, its
+    Geometry and its UIDs (no patient data): study_uid, series_uid, frame_of_reference_uid and
+    ct_sop_uids (z order)."""
     _check_series(items, case_id)
     path0, ds0 = items[0]
     row, col, normal = orientation(ds0, path0, case_id)

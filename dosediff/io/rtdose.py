@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from scipy.ndimage import map_coordinates
 
 from dosediff.errors import input_error, warn
-from dosediff.io.dicom_ct import direction_of, orientation, read_dataset, step_tolerance
+from dosediff.io.dicom_ct import direction_of, orientation, step_tolerance
 from dosediff.io.dicom_tags import floats, integer, number, pixels, spacing_yx
 from dosediff.volume import MAX_DOSE_GY, Geometry
 
@@ -33,16 +33,6 @@ SUMMATION_MEANING = {
 ABSOLUTE_TOL_MM = 0.1  # absolute offsets: first value vs ImagePositionPatient (decimal-string rounding)
 HIGH_DOSE_GY = 200.0  # external-beam plans stay below; higher is warned
 EDGE_SNAP = 1e-4  # voxels: points this close outside the source grid count as on its edge
-
-
-def read_rtdose(path: Path, case_id: str) -> tuple[np.ndarray, Geometry, dict]:
-    """Dose (z, y, x) float32 Gy, its Geometry (frames sorted along the slice normal) and references.
-
-    The dict holds frame_of_reference_uid, referenced_plan_uid (None if absent),
-    dose_summation_type and dose_type.
-    """
-    path = Path(path)
-    return rtdose_from_dataset(read_dataset(path, case_id), path, case_id)
 
 
 def check_rtdose_header(ds: Dataset, path: Path, case_id: str) -> dict:
@@ -103,7 +93,9 @@ def frame_positions(ds: Dataset, n_frames: int, normal: np.ndarray, ipp: np.ndar
 
 
 def rtdose_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarray, Geometry, dict]:
-    """read_rtdose on an already-read dataset (see there)."""
+    """An RTDOSE dataset (read by read_dataset) -> dose (z, y, x) float32 Gy, its Geometry (frames
+    sorted along the slice normal) and references: frame_of_reference_uid, referenced_plan_uid
+    (None if absent), dose_summation_type and dose_type."""
     refs = check_rtdose_header(ds, path, case_id)
     row, col, normal = orientation(ds, path, case_id)
     ipp = floats(ds, "ImagePositionPatient", 3, path, case_id)
