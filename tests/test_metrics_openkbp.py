@@ -19,7 +19,7 @@ from scipy import ndimage
 from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case, openkbp_scores_from_rows
 from dosediff.metrics.gamma import GammaConfig
 from dosediff.metrics.openkbp import (
-    OPENKBP_OARS, OPENKBP_TARGETS, dvh_metrics, evaluate_openkbp_case, OpenKBPCase, voxels_in_tenth_cc,
+    OPENKBP_OARS, OPENKBP_TARGETS, OpenKBPCase, dvh_metrics, evaluate_openkbp_case, voxels_in_tenth_cc,
 )
 
 PATIENTS = ("pt_201", "pt_204", "pt_210")
