@@ -27,7 +27,7 @@ from scipy import ndimage  # noqa: E402
 
 from dosediff.config import DatasetConfig  # noqa: E402
 from dosediff.io.openkbp import read_openkbp_case  # noqa: E402
-from dosediff.metrics.dvh import dvh_curves, parse_metric_sets, roi_metrics  # noqa: E402
+from dosediff.metrics.dvh import cumulative_dvh, parse_metric_sets, roi_metrics  # noqa: E402
 from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case  # noqa: E402
 from dosediff.metrics.gamma import gamma_pass_rate  # noqa: E402
 from dosediff.metrics.image import image_metrics  # noqa: E402
@@ -85,8 +85,9 @@ def main() -> None:
     total: dict[str, float] = {}
     row = timed("evaluate_case", lambda: evaluate_case(ref, pred, case.masks, sp, body, 70.0, cfg,
                                                        possible_dose=case.possible_dose, targets=TARGETS), total)
-    timed("DVH curves (ref + pred, 0.01 Gy)", lambda: [dvh_curves(d, case.masks, sp, cfg.dvh_bin_gy)
-                                                       for d in (ref, pred)], total)
+    timed("DVH curves (ref + pred, 0.01 Gy)", lambda: [cumulative_dvh(d, m, sp, cfg.dvh_bin_gy, r)
+                                                       for d in (ref, pred) for r, m in case.masks.items()
+                                                       if m is not None and np.any(m)], total)
     for label, secs in total.items():
         print(f"  {label:40s} {secs:6.2f} s")
     print(f"TOTAL all metrics of one case: {sum(total.values()):.2f} s (target <= 10 s)")

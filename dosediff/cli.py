@@ -105,9 +105,9 @@ def cmd_model_info(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from dosediff.predict import predict_case
-
     import json
+
+    from dosediff.predict import predict_case
 
     overrides = json.loads(args.sample) if args.sample else {}
     if not isinstance(overrides, dict):
@@ -145,20 +145,13 @@ def cmd_submission(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from dosediff.config import ReportConfig, section
-    from dosediff.metrics.evaluate import EvaluationConfig, gamma_criterion
+    from dosediff.metrics.evaluate import EvaluationConfig
     from dosediff.report.build import build_report
 
     settings = _settings(args)
-    cfg = section(settings, ReportConfig, "report")
-    evaluation = section(settings, EvaluationConfig, "evaluate")
-    gamma = evaluation.gamma
-    build_report(cfg, [Path(p) for p in args.metrics], Path(args.out),
-                 gamma_text=gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)",
-                 cases=args.cases, nifti_dir=Path(args.nifti_dir) if args.nifti_dir else None,
-                 predictions_dir=Path(args.predictions_dir) if args.predictions_dir else None,
-                 dvh_bin_gy=evaluation.dvh_bin_gy,
-                 steps_csv=Path(args.steps) if args.steps else None,
-                 seeds_csv=Path(args.seeds) if args.seeds else None)
+    build_report(section(settings, ReportConfig, "report"), args.metrics, Path(args.out),
+                 section(settings, EvaluationConfig, "evaluate"), steps_csv=args.steps, seeds_csv=args.seeds,
+                 references=args.references, predictions=args.predictions)
 
 
 def cmd_report_case(args: argparse.Namespace) -> None:
@@ -175,6 +168,7 @@ FLAG: dict = {"action": "store_true"}
 THREADS = ("--threads", {"type": int, "default": None}, "CPU threads for torch")
 EXPERIMENT = ("--experiment", REQUIRED, "experiment name under experiments:")
 FILES: dict = {**CASES, "type": Path}
+PATH: dict = {"default": None, "type": Path}
 REFERENCES = ("--references", FILES, "ingested case folders (reference dose and ROIs)")
 PREDICTIONS = ("--predictions", FILES, "each case's <case>.nii.gz, in the order of --references")
 
@@ -251,11 +245,11 @@ def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
          ("--references", FILES, "ingested case folders pt_N (grid, possible-dose mask)"), PREDICTIONS,
          ("--out", REQUIRED, "output folder of <case>.csv files"))
     _add(sub, "report", cmd_report, "the paper's tables and dataset-level figures from the metric tables",
-         _settings_arg("uses: report, evaluate"), ("--metrics", CASES, "per_case.csv of each experiment"),
-         ("--steps", OPTIONAL, "steps study CSV"), ("--seeds", OPTIONAL, "seed study CSV"),
-         ("--cases", {"nargs": "*", "default": None}, "cases of the overlaid DVH figures"),
-         ("--nifti-dir", OPTIONAL, "folder of ingested cases (reference dose and ROIs)"),
-         ("--predictions-dir", OPTIONAL, "folder of <experiment>/<case>.nii.gz predictions"),
+         _settings_arg("uses: report, evaluate"), ("--metrics", FILES, "per_case.csv of each experiment"),
+         ("--steps", PATH, "steps study CSV"), ("--seeds", PATH, "seed study CSV"),
+         ("--references", {"nargs": "*", "type": Path, "default": []}, "case folders of the overlaid DVH figures"),
+         ("--predictions", {"nargs": "*", "type": Path, "default": []},
+          "each DVH model's <case>.nii.gz in the order of --references, model after model"),
          ("--out", REQUIRED, "output folder"))
     _add(sub, "report-case", cmd_report_case, "a new patient's planner report: clinical goals, DVHs, dose slices",
          _settings_arg("uses section: predict"), ("--model", REQUIRED, "model folder that made the prediction"),
@@ -265,10 +259,8 @@ def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dosediff",
-        description="DoseDiff dose prediction: each subcommand is one stage of the Snakemake workflow.",
-    )
+    parser = argparse.ArgumentParser(prog="dosediff", description="DoseDiff dose prediction: each subcommand is "
+                                     "one stage of the Snakemake workflow.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<stage>")
     _add_data_stages(sub)

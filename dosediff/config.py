@@ -49,10 +49,8 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         if self.source not in ("phantom", "dicom", "openkbp"):
-            raise input_error(
-                "setting dataset.source", f"value {self.source!r}", "phantom, dicom or openkbp",
-                "set dataset.source in your config file to one of these",
-            )
+            raise input_error("setting dataset.source", f"value {self.source!r}", "phantom, dicom or openkbp",
+                              "set dataset.source in your config file to one of these")
         check_name(self.name, "dataset.name")
         check_names(self.rois, "dataset.rois")  # ROI names become file names (roi/<ROI>.nii.gz)
         check_pseudonyms(self.pseudonyms)
@@ -64,10 +62,8 @@ class DatasetConfig:
                              ("lr_pairs", [n for p in self.lr_pairs for n in p])]:
             unknown = [n for n in names if n not in self.rois]
             if unknown:
-                raise input_error(
-                    f"setting dataset.{group}", f"ROI names {unknown} are not in dataset.rois",
-                    f"names from {self.rois}", "add them to dataset.rois or correct the spelling",
-                )
+                raise input_error(f"setting dataset.{group}", f"ROI names {unknown} are not in dataset.rois",
+                                  f"names from {self.rois}", "add them to dataset.rois or correct the spelling")
         if any(len(p) != 2 for p in self.lr_pairs):
             raise input_error("setting dataset.lr_pairs", f"value {self.lr_pairs}",
                               "a list of [left, right] pairs", "give exactly two ROI names per pair")
@@ -177,6 +173,10 @@ class ReportConfig:
     labels: dict[str, str] = field(default_factory=dict)
     steps_study: StudyConfig = field(default_factory=StudyConfig)
     seed_study: StudyConfig = field(default_factory=StudyConfig)
+
+    def dvh_models(self, experiments: list[str]) -> list[str]:
+        """The models overlaid in each case's DVH figure: the first table's, else `experiments`."""
+        return list(next(iter(self.tables.values()), experiments))
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

@@ -12,13 +12,7 @@ class InputError(ValueError):
     """Bad user input (data file or setting). The message is meant for the user as is."""
 
 
-def input_error(
-    where: str | Path,
-    found: str,
-    expected: str,
-    fix: str,
-    case: str | None = None,
-) -> InputError:
+def input_error(where: str | Path, found: str, expected: str, fix: str, case: str | None = None) -> InputError:
     """Build an InputError whose message names the case, the file or setting, the value,
     what was expected and how to fix it."""
     prefix = f"case {case}: " if case else ""

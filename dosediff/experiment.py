@@ -215,11 +215,10 @@ class ExperimentConfig:
         derived = {"arch": self.model, "multiscale": self.multiscale, "fusion_former": self.fusion_former}
         wrong = {k: getattr(n, k) for k, v in derived.items() if getattr(n, k) != v}
         if wrong or (self.condition == "none") != (n.cond_channels == 0):
-            raise input_error(
-                f"setting {where}.network", f"values {wrong or {'cond_channels': n.cond_channels}}",
-                f"the values derived from the experiment ({derived}, cond_channels 0 iff condition none)",
-                "build the experiment with ExperimentConfig.from_settings; set these keys on the experiment",
-            )
+            raise input_error(f"setting {where}.network", f"values {wrong or {'cond_channels': n.cond_channels}}",
+                              f"the values derived from the experiment ({derived}, cond_channels 0 iff condition "
+                              "none)", "build the experiment with ExperimentConfig.from_settings; set these keys "
+                              "on the experiment")
 
     def to_dict(self) -> dict:
         """Plain JSON-able mapping; `from_dict(ExperimentConfig, d, ...)` rebuilds it."""
@@ -259,12 +258,10 @@ class ExperimentConfig:
             raise input_error(f"setting {where}.condition", f"value {condition!r} with no dataset.rois",
                               "ROI names in dataset.rois for the condition channels",
                               "list the ROIs under dataset.rois, or use condition: none")
-        network.update(  # ModelConfig checks them (fusion_former needs multiscale)
-            arch=model,
-            cond_channels=0 if condition == "none" else len(rois),
-            multiscale=data.get("multiscale", cls.multiscale),
-            fusion_former=data.get("fusion_former", cls.fusion_former),
-        )
+        # ModelConfig checks them (fusion_former needs multiscale)
+        network.update(arch=model, cond_channels=0 if condition == "none" else len(rois),
+                       multiscale=data.get("multiscale", cls.multiscale),
+                       fusion_former=data.get("fusion_former", cls.fusion_former))
         data["network"] = network
         data["name"] = name
         return from_dict(cls, data, where)

@@ -34,9 +34,7 @@ from dosediff.io.nifti import read_case
 from dosediff.prediction.inputs import CaseInputs, load_case_inputs
 from dosediff.names import output_paths
 from dosediff.prediction.outputs import check_same_case, dicom_refs, dose_region, to_original, write_outputs
-from dosediff.prediction.sampling import (
-    DiffusionPredictor, SlicePredictor, sample_volume, slice_noise, slice_predictor,
-)
+from dosediff.prediction.sampling import DiffusionPredictor, SlicePredictor, sample_volume, slice_noise, slice_predictor
 from dosediff.volume import Case
 
 
@@ -148,13 +146,12 @@ def sample_case(predictor: SlicePredictor, inputs: CaseInputs, sample: SampleCon
     """Mean and std (Gy, (N, H, W)) of the sampled slices, noise per slice from sample.seed."""
     hw = tuple(inputs.ct.shape[2:])
     info = loaded.info
-    return sample_volume(
-        predictor, inputs.ct, inputs.cond, inputs.slices,
-        lambda s, slices, draws: slice_noise(sample.seed, inputs.case_id, s, slices, draws, hw),
-        n_samples=sample.n_samples, tta_flip=sample.tta_flip,
-        lr_swap=lr_permutation(list(info["rois"]), list(info.get("lr_pairs", []))),
-        batch_size=sample.batch_size, dose_max_gy=loaded.exp.train.dose_max_gy, device=loaded.device,
-    )
+    return sample_volume(predictor, inputs.ct, inputs.cond, inputs.slices,
+                         lambda s, slices, draws: slice_noise(sample.seed, inputs.case_id, s, slices, draws, hw),
+                         n_samples=sample.n_samples, tta_flip=sample.tta_flip,
+                         lr_swap=lr_permutation(list(info["rois"]), list(info.get("lr_pairs", []))),
+                         batch_size=sample.batch_size, dose_max_gy=loaded.exp.train.dose_max_gy,
+                         device=loaded.device)
 
 
 def restore(values: np.ndarray, inputs: CaseInputs, region: np.ndarray, max_gy: float | None) -> np.ndarray:

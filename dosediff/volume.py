@@ -44,10 +44,6 @@ class Geometry:
         """3x3 direction matrix; column i is the physical direction of index axis i (x, y, z)."""
         return np.asarray(self.direction, dtype=float).reshape(3, 3)
 
-    @property
-    def voxel_volume_mm3(self) -> float:
-        return float(np.prod(self.spacing))
-
     def index_to_world(self, zyx: np.ndarray) -> np.ndarray:
         """Continuous (..., 3) indices in (z, y, x) order -> physical (..., 3) points (x, y, z) mm."""
         ijk = np.asarray(zyx, dtype=float)[..., ::-1] * np.asarray(self.spacing[::-1])
@@ -69,12 +65,8 @@ class Geometry:
     @classmethod
     def from_sitk(cls, image: sitk.Image) -> Geometry:
         size = image.GetSize()  # (x, y, z)
-        return cls(
-            shape=(size[2], size[1], size[0]),
-            spacing=tuple(image.GetSpacing()[::-1]),
-            origin=tuple(image.GetOrigin()),
-            direction=tuple(image.GetDirection()),
-        )
+        return cls(shape=(size[2], size[1], size[0]), spacing=tuple(image.GetSpacing()[::-1]),
+                   origin=tuple(image.GetOrigin()), direction=tuple(image.GetDirection()))
 
     def to_sitk(self, array: np.ndarray) -> sitk.Image:
         """Wrap a (z, y, x) array of this geometry as a SimpleITK image."""
@@ -88,12 +80,9 @@ class Geometry:
 
     def same_grid(self, other: Geometry, tol_mm: float = 1e-3) -> bool:
         """True when both geometries describe the same voxel grid (within tol_mm)."""
-        return (
-            self.shape == other.shape
-            and np.allclose(self.spacing, other.spacing, atol=tol_mm)
-            and np.allclose(self.origin, other.origin, atol=tol_mm)
-            and np.allclose(self.direction, other.direction, atol=1e-6)
-        )
+        return (self.shape == other.shape and np.allclose(self.spacing, other.spacing, atol=tol_mm)
+                and np.allclose(self.origin, other.origin, atol=tol_mm)
+                and np.allclose(self.direction, other.direction, atol=1e-6))
 
 
 @dataclass

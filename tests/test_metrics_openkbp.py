@@ -8,6 +8,7 @@ different code path from dosediff.metrics.openkbp (np.percentile, numpy sums).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from scipy import ndimage
 from dosediff.metrics.evaluate import EvaluationConfig, evaluate_case, openkbp_scores_from_rows
 from dosediff.metrics.gamma import GammaConfig
 from dosediff.metrics.openkbp import (
-    OPENKBP_OARS, OPENKBP_TARGETS, dvh_metrics, evaluate_openkbp_case, openkbp_scores, voxels_in_tenth_cc,
+    OPENKBP_OARS, OPENKBP_TARGETS, OpenKBPCase, dvh_metrics, evaluate_openkbp_case, voxels_in_tenth_cc,
 )
 
 PATIENTS = ("pt_201", "pt_204", "pt_210")
@@ -88,6 +89,18 @@ def patients(openkbp_dir: Path) -> list[dict]:
         p["id"], p["pred"] = pid, perturb(p["dose"], p["possible"], seed=i)
         out.append(p)
     return out
+
+
+def openkbp_scores(cases: Iterable[OpenKBPCase]) -> dict[str, float]:
+    """{"dose_score", "dvh_score"} (Gy) over patients from their OpenKBPCase results: mean dose error;
+    mean of all DVH cells (the package pools per-case table rows: openkbp_scores_from_rows)."""
+    cases = list(cases)
+    errors = [c.dose_error for c in cases]
+    cells = [v for c in cases for v in c.dvh_errors.values()]
+    return {
+        "dose_score": float(np.mean(errors)) if errors else math.nan,
+        "dvh_score": float(np.nanmean(cells)) if cells else math.nan,
+    }
 
 
 def test_scores_match_the_definitions(patients: list[dict]) -> None:

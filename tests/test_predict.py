@@ -28,7 +28,6 @@ from dosediff.errors import InputError
 from dosediff.experiment import ExperimentConfig
 from dosediff.ingest import ingest_case
 from dosediff.io.nifti import read_case, read_image, write_case
-from dosediff.io.rtdose import read_rtdose
 from dosediff.models.factory import build_model
 from dosediff.phantom import SENTINELS, phantom_dataset_config, write_phantom_case
 from dosediff.predict import load_for_prediction, predict_case
@@ -39,6 +38,7 @@ from dosediff.preprocess.body import body_mask
 from dosediff.preprocess.pipeline import preprocess_case
 from dosediff.preprocess.resample import restore_to_original
 from dosediff.volume import Case, Geometry
+from dicom_readers import read_rtdose
 from synthetic_h5 import LR_PAIRS, ROIS, TINY_NETWORK, make_case
 
 

@@ -16,9 +16,9 @@ from dosediff.preprocess.resample import (
     crop,
     crop_resize,
     grid_attrs,
+    original_geometry,
     resize_inplane,
     restore_to_original,
-    stored_geometry,
 )
 from dosediff.volume import Case, Geometry
 
@@ -99,6 +99,21 @@ def test_crop_box_attrs_round_trip():
     outside[box[0]:box[1], box[2]:box[3], box[4]:box[5]] = False
     assert not back[outside].any()
     assert back.shape == case.geometry.shape
+
+
+def stored_geometry(attrs: dict) -> Geometry:
+    """Geometry of the stored (cropped, resized) grid, in the original patient frame.
+
+    With the half-pixel convention, stored pixel i has its centre at cropped index
+    (i + 0.5) / factor - 0.5, so the origin moves by half a stored pixel minus half an original one.
+    """
+    original = original_geometry(attrs)
+    z0, _, y0, _, x0, _ = attrs["crop_box"]
+    f = np.asarray(attrs["resize_factors"], dtype=float)
+    start = np.array([z0, y0, x0], dtype=float) + 0.5 / f - 0.5  # (z, y, x) original index of stored voxel 0
+    origin = original.index_to_world(start)
+    Z, H, W = attrs["cropped_shape"][0], round(attrs["cropped_shape"][1] * f[1]), round(attrs["cropped_shape"][2] * f[2])
+    return Geometry((Z, H, W), tuple(attrs["spacing"]), tuple(origin), original.direction)
 
 
 def test_stored_geometry_places_resized_voxels():

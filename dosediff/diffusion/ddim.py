@@ -41,17 +41,9 @@ def ddim_timesteps(steps: int, num_train_timesteps: int = 1000, spacing: str = "
                       "use leading (authors' code, diffusers default) or trailing (ends at T)")
 
 
-def ddim_step(
-    x_t: torch.Tensor,
-    eps: torch.Tensor,
-    t: int,
-    t_prev: int,
-    alphas_cumprod: torch.Tensor,
-    eta: float = 0.0,
-    noise: torch.Tensor | None = None,
-    clip_x0: bool = True,
-    eps_from_clipped_x0: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, alphas_cumprod: torch.Tensor,
+              eta: float = 0.0, noise: torch.Tensor | None = None, clip_x0: bool = True,
+              eps_from_clipped_x0: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """One DDIM update from timestep t to t_prev (< t; -1 = the final step to y_0).
 
     x_t, eps (B, ...); alphas_cumprod (T,); noise (B, ...) needed when eta > 0.
@@ -97,19 +89,10 @@ def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: to
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device)
 
 
-def ddim_sample(
-    model_fn: ModelFn,
-    shape: tuple[int, ...],
-    alphas_cumprod: torch.Tensor,
-    steps: int = 8,
-    eta: float = 0.0,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-    clip_x0: bool = True,
-    eps_from_clipped_x0: bool = True,
-    spacing: str = "leading",
-    noise: torch.Tensor | None = None,
-) -> torch.Tensor:
+def ddim_sample(model_fn: ModelFn, shape: tuple[int, ...], alphas_cumprod: torch.Tensor, steps: int = 8,
+                eta: float = 0.0, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+                clip_x0: bool = True, eps_from_clipped_x0: bool = True, spacing: str = "leading",
+                noise: torch.Tensor | None = None) -> torch.Tensor:
     """Run S DDIM steps from y_T ~ N(0, I) and return y_0 (shape `shape`, on `device`), float32.
 
     model_fn(y_t (B, ...), t (B,) long) -> eps. Random numbers come from `generator` (a CPU

@@ -15,15 +15,9 @@ from dosediff.diffusion.parametrization import training_target
 from dosediff.diffusion.schedule import q_sample
 
 
-def diffusion_loss(
-    model_fn: ModelFn,
-    x0: torch.Tensor,
-    alphas_cumprod: torch.Tensor,
-    t: torch.Tensor | None = None,
-    noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    prediction: str = "epsilon",
-) -> torch.Tensor:
+def diffusion_loss(model_fn: ModelFn, x0: torch.Tensor, alphas_cumprod: torch.Tensor, t: torch.Tensor | None = None,
+                   noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                   prediction: str = "epsilon") -> torch.Tensor:
     """MSE between true and predicted noise (or v, see parametrization.py); t ~ U{0..T-1} and
     noise ~ N(0, I) unless given.
 

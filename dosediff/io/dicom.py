@@ -17,14 +17,13 @@ from pydicom.dataset import Dataset
 
 from dosediff.config import DatasetConfig
 from dosediff.errors import InputError, input_error, warn
-from dosediff.io.dicom_ct import ct_from_datasets, number, read_ct_series, read_dataset
-from dosediff.io.rtdose import read_rtdose, resample_to, rtdose_from_dataset
+from dosediff.io.dicom_ct import ct_from_datasets, read_dataset
+from dosediff.io.dicom_tags import number
+from dosediff.io.rtdose import resample_to, rtdose_from_dataset
 from dosediff.io.roi_names import check_required_rois, match_roi_names
-from dosediff.io.rtstruct import (rasterize_roi, read_rtstruct, referenced_series_uids,
-                                  rtstruct_frame_of_reference, rtstruct_from_dataset)
+from dosediff.io.rtstruct import (rasterize_roi, referenced_series_uids, rtstruct_frame_of_reference,
+                                  rtstruct_from_dataset)
 from dosediff.volume import Case, Geometry
-
-__all__ = ["read_ct_series", "read_rtstruct", "rasterize_roi", "read_rtdose", "resample_to", "read_dicom_case"]
 
 log = logging.getLogger("dosediff")
 

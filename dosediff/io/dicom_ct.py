@@ -23,8 +23,6 @@ from dosediff.io.dicom_tags import check_volume_size, floats, integer, number, p
 from dosediff.io.privacy import hide_patient_fields
 from dosediff.volume import Geometry
 
-__all__ = ["floats", "pixels", "read_dataset", "read_ct_series", "ct_from_datasets", "orientation"]
-
 log = logging.getLogger("dosediff")
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -39,8 +37,7 @@ def read_dataset(path: Path, case_id: str) -> Dataset:
     path = Path(path)
     fix = f"remove {path.name} from the case folder, or replace it with a complete copy from the export"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             ds = pydicom.dcmread(path)
     except InvalidDicomError:
         ds = _read_without_preamble(path)
@@ -66,8 +63,7 @@ def _check_elements(ds: Dataset, path: Path, case_id: str) -> None:
     input error naming its tag here rather than a traceback wherever it is first used."""
     for tag in list(ds.keys()):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(action="ignore"):
                 ds[tag]
         except Exception as exc:
             raise input_error(path, f"element {tag} cannot be read ({type(exc).__name__}: its value or VR is "
@@ -78,8 +74,7 @@ def _check_elements(ds: Dataset, path: Path, case_id: str) -> None:
 def _read_without_preamble(path: Path) -> Dataset | None:
     """Old exports may lack the 128-byte preamble; accept them only if they look like DICOM."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             ds = pydicom.dcmread(path, force=True)
             sop_class = str(ds.get("SOPClassUID", ""))
             modality = ds.get("Modality")
@@ -133,15 +128,6 @@ def rescale(ds: Dataset, path: Path, case_id: str) -> tuple[float, float]:
     return slope, intercept
 
 
-def read_ct_series(files: list[Path], case_id: str) -> tuple[np.ndarray, Geometry, dict]:
-    """Read one CT series: HU (z, y, x) int16, its Geometry and its UIDs (no patient data).
-
-    The dict holds study_uid, series_uid, frame_of_reference_uid and ct_sop_uids (z order).
-    """
-    files = [Path(f) for f in files]
-    return ct_from_datasets([(f, read_dataset(f, case_id)) for f in files], case_id)
-
-
 def _same(items: list[tuple[Path, Dataset]], keyword: str, case_id: str, atol: float | None = None) -> None:
     """Every slice must agree with the first on `keyword`."""
     first_path, first = items[0]
@@ -164,7 +150,9 @@ def _same(items: list[tuple[Path, Dataset]], keyword: str, case_id: str, atol: f
 
 
 def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[np.ndarray, Geometry, dict]:
-    """read_ct_series on already-read datasets (see there)."""
+    """One CT series, its (path, dataset) items read by read_dataset: HU (z, y, x) int16, its
+    Geometry and its UIDs (no patient data): study_uid, series_uid, frame_of_reference_uid and
+    ct_sop_uids (z order)."""
     _check_series(items, case_id)
     path0, ds0 = items[0]
     row, col, normal = orientation(ds0, path0, case_id)
@@ -183,12 +171,8 @@ def ct_from_datasets(items: list[tuple[Path, Dataset]], case_id: str) -> tuple[n
     _check_no_drift(items, ipp, along, normal, case_id)
     step = _uniform_step(items, along, case_id)
     hu = _hu_volume(items, case_id)
-    geometry = Geometry(
-        shape=hu.shape,
-        spacing=(step, float(spacing[0]), float(spacing[1])),
-        origin=tuple(ipp[0]),
-        direction=direction_of(row, col, normal),
-    )
+    geometry = Geometry(shape=hu.shape, spacing=(step, float(spacing[0]), float(spacing[1])), origin=tuple(ipp[0]),
+                        direction=direction_of(row, col, normal))
     uids = {
         "study_uid": str(ds0.get("StudyInstanceUID", "")),
         "series_uid": str(ds0.get("SeriesInstanceUID", "")),

@@ -34,8 +34,7 @@ def _short(value: Any) -> str:
 def value(ds: Dataset, keyword: str, path: Path, case_id: str) -> Any:
     """The attribute's value (None when absent); a value pydicom cannot convert is an input error."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             return ds.get(keyword)
     except Exception as exc:  # pydicom converts lazily: ValueError, TypeError, KeyError...
         raise input_error(path, f"{keyword} cannot be read ({type(exc).__name__}: the value is damaged)",
@@ -136,8 +135,7 @@ def pixels(ds: Dataset, path: Path, case_id: str) -> np.ndarray:
                           f"remove {path.name} or replace it with a complete copy", case=case_id)
     check_pixel_length(ds, path, case_id)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(action="ignore"):
             return ds.pixel_array
     except Exception as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")

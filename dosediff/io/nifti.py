@@ -122,7 +122,5 @@ def read_case(case_dir: Path) -> Case:
     possible = None
     if info.get("has_possible_dose"):
         possible = read_image(case_dir / f"{POSSIBLE_DOSE}.nii.gz")[0].astype(np.uint8)
-    return Case(
-        case_id=info["case_id"], geometry=geo, ct=ct.astype(np.int16), dose=dose, masks=masks,
-        possible_dose=possible, prescription_gy=info.get("prescription_gy"), meta=info.get("meta", {}),
-    )
+    return Case(case_id=info["case_id"], geometry=geo, ct=ct.astype(np.int16), dose=dose, masks=masks,
+                possible_dose=possible, prescription_gy=info.get("prescription_gy"), meta=info.get("meta", {}))

@@ -2,25 +2,20 @@
 
 DICOM PS3.3 C.8.8.3 (RT Dose Module): dose = stored integers x DoseGridScaling; PixelSpacing
 is [row, column]; GridFrameOffsetVector is relative (first value 0) or absolute (first value =
-the first frame's position along the slice normal) and may decrease. A planning system's
-DVHs stored in the file (C.8.8.4, RT DVH Module) are read here too, so dosediff.metrics stays
-free of pydicom; their curves are dosediff.metrics.dvh.DVH, comparable with cumulative_dvh's.
+the first frame's position along the slice normal) and may decrease.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 from scipy.ndimage import map_coordinates
 
 from dosediff.errors import input_error, warn
-from dosediff.io.dicom_ct import direction_of, floats, orientation, pixels, read_dataset, step_tolerance
-from dosediff.io.dicom_tags import integer, number, spacing_yx
-from dosediff.metrics.dvh import DVH
+from dosediff.io.dicom_ct import direction_of, orientation, step_tolerance
+from dosediff.io.dicom_tags import floats, integer, number, pixels, spacing_yx
 from dosediff.volume import MAX_DOSE_GY, Geometry
 
 # DoseSummationType values that are not the whole plan's dose, and what they mean.
@@ -38,16 +33,6 @@ SUMMATION_MEANING = {
 ABSOLUTE_TOL_MM = 0.1  # absolute offsets: first value vs ImagePositionPatient (decimal-string rounding)
 HIGH_DOSE_GY = 200.0  # external-beam plans stay below; higher is warned
 EDGE_SNAP = 1e-4  # voxels: points this close outside the source grid count as on its edge
-
-
-def read_rtdose(path: Path, case_id: str) -> tuple[np.ndarray, Geometry, dict]:
-    """Dose (z, y, x) float32 Gy, its Geometry (frames sorted along the slice normal) and references.
-
-    The dict holds frame_of_reference_uid, referenced_plan_uid (None if absent),
-    dose_summation_type and dose_type.
-    """
-    path = Path(path)
-    return rtdose_from_dataset(read_dataset(path, case_id), path, case_id)
 
 
 def check_rtdose_header(ds: Dataset, path: Path, case_id: str) -> dict:
@@ -108,7 +93,9 @@ def frame_positions(ds: Dataset, n_frames: int, normal: np.ndarray, ipp: np.ndar
 
 
 def rtdose_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarray, Geometry, dict]:
-    """read_rtdose on an already-read dataset (see there)."""
+    """An RTDOSE dataset (read by read_dataset) -> dose (z, y, x) float32 Gy, its Geometry (frames
+    sorted along the slice normal) and references: frame_of_reference_uid, referenced_plan_uid
+    (None if absent), dose_summation_type and dose_type."""
     refs = check_rtdose_header(ds, path, case_id)
     row, col, normal = orientation(ds, path, case_id)
     ipp = floats(ds, "ImagePositionPatient", 3, path, case_id)
@@ -136,12 +123,8 @@ def rtdose_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[np.ndarr
         thickness = number(ds, "SliceThickness", path, case_id, default=0.0, lo=0.0, hi=1e3)
         step = thickness if thickness > 0 else float(min(spacing))
     dose = scaled_dose(raw, number(ds, "DoseGridScaling", path, case_id), path, case_id)  # (z, y, x) Gy
-    geometry = Geometry(
-        shape=dose.shape,
-        spacing=(step, float(spacing[0]), float(spacing[1])),
-        origin=tuple(ipp + positions[0] * normal),
-        direction=direction_of(row, col, normal),
-    )
+    geometry = Geometry(shape=dose.shape, spacing=(step, float(spacing[0]), float(spacing[1])),
+                        origin=tuple(ipp + positions[0] * normal), direction=direction_of(row, col, normal))
     return dose, geometry, refs
 
 
@@ -227,65 +210,3 @@ def _resample_separable(dose: np.ndarray, scale: np.ndarray, offset: np.ndarray,
         keep.append(inside)
     inside = keep[0][:, None, None] & keep[1][None, :, None] & keep[2][None, None, :]
     return np.where(inside, out, 0).astype(np.float32)  # (z, y, x) on the destination grid
-
-
-@dataclass(frozen=True)
-class EmbeddedDVH:
-    """A DVH stored in an RTDOSE file's DVHSequence, doses converted to Gy."""
-
-    roi_number: int
-    roi_name: str | None
-    curve: DVH
-    min_gy: float | None
-    mean_gy: float | None
-    max_gy: float | None
-
-
-def read_embedded_dvhs(rtdose_path: str | Path, rtstruct_path: str | Path | None = None,
-                       stats_percent_of_gy: float | None = None) -> dict[int, EmbeddedDVH]:
-    """Planning-system DVHs stored in an RTDOSE file, by ReferencedROINumber.
-
-    Cumulative DVHs only. DVHData holds (bin width, volume) pairs, volume_i being the volume
-    receiving at least the i-th bin's lower edge; bin widths are multiplied by DVHDoseScaling.
-    With rtstruct_path, ROI names come from its StructureSetROISequence. DVHMinimumDose,
-    DVHMeanDose and DVHMaximumDose are returned in Gy as stored, or, with stats_percent_of_gy,
-    read as % of that dose: some systems write them relative to the prescription while
-    labelling them GY (the dicompyler example's Eclipse export: DVHData in Gy, statistics in %
-    of 14 Gy, e.g. a maximum of 104.9 on a 14.7 Gy grid). A statistic above the dose grid's
-    maximum, or a curve reaching beyond it, triggers a warning.
-    """
-    ds = pydicom.dcmread(str(rtdose_path))
-    if "DVHSequence" not in ds:
-        raise input_error(rtdose_path, "no DVHSequence", "an RTDOSE with the planning system's DVHs",
-                          "export the dose with DVHs from the planning system, or compute DVHs with cumulative_dvh")
-    names: dict[int, str] = {}
-    if rtstruct_path is not None:
-        ss = pydicom.dcmread(str(rtstruct_path))
-        names = {int(r.ROINumber): str(r.ROIName) for r in ss.get("StructureSetROISequence", [])}
-    grid_max = float(ds.pixel_array.max()) * float(ds.get("DoseGridScaling", 1.0))
-    factor = stats_percent_of_gy / 100.0 if stats_percent_of_gy else 1.0
-    out: dict[int, EmbeddedDVH] = {}
-    for item in ds.DVHSequence:
-        if str(item.get("DVHType", "")).upper() != "CUMULATIVE":
-            continue
-        if str(item.get("DVHVolumeUnits", "CM3")).upper() != "CM3":
-            warn(rtdose_path, f"DVH volume units {item.get('DVHVolumeUnits')}", "volumes are not in cm^3")
-        number = int(item.DVHReferencedROISequence[0].ReferencedROINumber)
-        data = np.asarray(item.DVHData, dtype=float)
-        widths, volumes = data[0::2] * float(item.get("DVHDoseScaling", 1.0)), data[1::2]
-        edges = np.concatenate([[0.0], np.cumsum(widths)[:-1]])
-
-        def stat(key: str) -> float | None:
-            return float(item.get(key)) * factor if item.get(key) is not None else None
-
-        emb = EmbeddedDVH(number, names.get(number), DVH(edges, volumes), stat("DVHMinimumDose"),
-                          stat("DVHMeanDose"), stat("DVHMaximumDose"))
-        top = float(edges[volumes > 0][-1] + widths[volumes > 0][-1]) if np.any(volumes > 0) else 0.0
-        if top > 1.05 * grid_max + 0.01:
-            warn(rtdose_path, f"DVH of ROI {number} reaches {top:.4g} Gy but the dose grid's maximum is "
-                 f"{grid_max:.4g} Gy", "its DVHData doses may not be in Gy")
-        if emb.max_gy is not None and emb.max_gy > 1.05 * grid_max + 0.01:
-            warn(rtdose_path, f"DVHMaximumDose of ROI {number} is {emb.max_gy:.4g} but the dose grid's maximum is "
-                 f"{grid_max:.4g} Gy", "the statistics are probably % of the prescription: pass stats_percent_of_gy")
-        out[number] = emb
-    return out

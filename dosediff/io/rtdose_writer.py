@@ -8,6 +8,7 @@ attributes): no name, ID or birth date from the source headers is ever written.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +33,8 @@ def _ds(value: float) -> str:
     return text if len(text) <= 16 else f"{value:.6e}"
 
 
-def write_rtdose(
-    dose_gy: np.ndarray,
-    geometry: Geometry,
-    refs: dict,
-    path: Path,
-    description: str = "dosediff predicted dose",
-) -> None:
+def write_rtdose(dose_gy: np.ndarray, geometry: Geometry, refs: dict, path: Path,
+                 description: str = "dosediff predicted dose") -> None:
     """Write `dose_gy` (z, y, x, Gy) on `geometry` as an RTDOSE file.
 
     `refs` holds the source CT's UIDs (Case.meta from a DICOM ingest): study_uid,
@@ -46,11 +42,9 @@ def write_rtdose(
     """
     missing = [k for k in ("study_uid", "frame_of_reference_uid") if not refs.get(k)]
     if missing:
-        raise input_error(
-            "RTDOSE export", f"the case carries no {', '.join(missing)}",
-            "a case ingested from DICOM (its case.json meta holds the CT's UIDs)",
-            "export NIfTI only for cases that did not come from DICOM",
-        )
+        raise input_error("RTDOSE export", f"the case carries no {', '.join(missing)}",
+                          "a case ingested from DICOM (its case.json meta holds the CT's UIDs)",
+                          "export NIfTI only for cases that did not come from DICOM")
     if tuple(dose_gy.shape) != geometry.shape:
         raise ValueError(f"dose shape {dose_gy.shape} does not match the CT grid {geometry.shape}")
     dose = np.clip(np.nan_to_num(dose_gy.astype(np.float64)), 0.0, None)
@@ -59,7 +53,7 @@ def write_rtdose(
     pixels = np.rint(dose / scaling).astype(np.uint32)  # (z, y, x)
 
     ds = _header(refs, description)
-    _dose_grid(ds, geometry)
+    dose_grid(ds, geometry)
     ds.DoseComment = description[:64]
     ds.DoseGridScaling = _ds(scaling)
     if refs.get("ct_sop_uids"):
@@ -73,26 +67,24 @@ def write_rtdose(
         ds.save_as(tmp, enforce_file_format=True)
 
 
+def new_dataset(sop_class: str, sop_uid: str) -> Dataset:
+    """An empty instance of `sop_class` with its file meta (explicit VR little endian)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = sop_class, sop_uid
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
+    return ds
+
+
 def _header(refs: dict, description: str) -> Dataset:
     """File meta, patient (left empty), study and series of a new RTDOSE on the CT's study
     and frame of reference."""
     now = dt.datetime.now()
-    sop_uid = generate_uid()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_DOSE_STORAGE
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = RT_DOSE_STORAGE
-    ds.SOPInstanceUID = sop_uid
+    ds = new_dataset(RT_DOSE_STORAGE, generate_uid())
     ds.Modality = "RTDOSE"
-    ds.PatientName = ""
-    ds.PatientID = ""
-    ds.PatientBirthDate = ""
-    ds.PatientSex = ""
+    ds.PatientName = ds.PatientID = ds.PatientBirthDate = ds.PatientSex = ""  # never the source's
     ds.StudyInstanceUID = refs["study_uid"]
     ds.SeriesInstanceUID = generate_uid()
     ds.FrameOfReferenceUID = refs["frame_of_reference_uid"]
@@ -108,8 +100,9 @@ def _header(refs: dict, description: str) -> Dataset:
     return ds
 
 
-def _dose_grid(ds: Dataset, geometry: Geometry) -> None:
-    """The multi-frame image and grid attributes of a uint32 physical plan dose in Gy."""
+def dose_grid(ds: Dataset, geometry: Geometry, decimal: Callable[[float], str] = _ds) -> None:
+    """The multi-frame image and grid attributes of a uint32 physical plan dose in Gy on
+    `geometry`, numbers written as `decimal` spells them."""
     matrix = geometry.matrix  # columns: physical directions of index x, y, z
     dz = geometry.spacing[0]
     normal = np.cross(matrix[:, 0], matrix[:, 1])
@@ -120,14 +113,12 @@ def _dose_grid(ds: Dataset, geometry: Geometry) -> None:
     ds.NumberOfFrames = geometry.shape[0]
     ds.FrameIncrementPointer = pydicom.tag.Tag(0x3004, 0x000C)
     ds.Rows, ds.Columns = geometry.shape[1], geometry.shape[2]
-    ds.PixelSpacing = [_ds(geometry.spacing[1]), _ds(geometry.spacing[2])]  # [row, column]
-    ds.SliceThickness = _ds(dz)
-    ds.ImagePositionPatient = [_ds(v) for v in geometry.origin]
-    ds.ImageOrientationPatient = [_ds(v) for v in (*matrix[:, 0], *matrix[:, 1])]
-    ds.GridFrameOffsetVector = [_ds(v) for v in offsets]
+    ds.PixelSpacing = [decimal(geometry.spacing[1]), decimal(geometry.spacing[2])]  # [row, column]
+    ds.SliceThickness = decimal(dz)
+    ds.ImagePositionPatient = [decimal(v) for v in geometry.origin]
+    ds.ImageOrientationPatient = [decimal(v) for v in (*matrix[:, 0], *matrix[:, 1])]
+    ds.GridFrameOffsetVector = [decimal(v) for v in offsets]
     ds.BitsAllocated = ds.BitsStored = 32
     ds.HighBit = 31
     ds.PixelRepresentation = 0
-    ds.DoseUnits = "GY"
-    ds.DoseType = "PHYSICAL"
-    ds.DoseSummationType = "PLAN"
+    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", "PLAN"

@@ -14,20 +14,9 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from dosediff.errors import input_error, warn
-from dosediff.io.dicom_ct import read_dataset
 from dosediff.volume import Geometry
 
 CONTOUR_DATA = 0x30060050
-
-
-def read_rtstruct(path: Path, case_id: str) -> tuple[dict[str, list[np.ndarray]], str]:
-    """ROI name -> list of (N, 3) contour points (x, y, z) mm, and the FrameOfReferenceUID.
-
-    POINT and open contours are skipped (one warning per file); a ROI without contours maps
-    to an empty list.
-    """
-    path = Path(path)
-    return rtstruct_from_dataset(read_dataset(path, case_id), path, case_id)
 
 
 def rtstruct_frame_of_reference(ds: Dataset, path: Path, case_id: str) -> str:
@@ -61,7 +50,9 @@ def referenced_series_uids(ds: Dataset) -> set[str]:
 
 
 def rtstruct_from_dataset(ds: Dataset, path: Path, case_id: str) -> tuple[dict[str, list[np.ndarray]], str]:
-    """read_rtstruct on an already-read dataset (see there)."""
+    """An RTSTRUCT dataset (read by read_dataset) -> ROI name -> list of (N, 3) contour points
+    (x, y, z) mm, and the FrameOfReferenceUID. POINT and open contours are skipped (one warning
+    per file); a ROI without contours maps to an empty list."""
     if ds.get("Modality") != "RTSTRUCT":
         raise input_error(path, f"Modality {ds.get('Modality')}", "RTSTRUCT", "pass the structure set file",
                           case=case_id)
@@ -121,8 +112,7 @@ def contour_points(contour: Dataset, roi: str, path: Path, case_id: str) -> np.n
             text = bytes(raw).decode("ascii").strip(" \x00")
             values = [float(v) for v in text.split("\\") if v.strip()]
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(action="ignore"):
                 data = contour.ContourData
             values = [] if data is None else ([float(data)] if np.ndim(data) == 0 and not isinstance(data, list)
                                                else [float(v) for v in data])

@@ -64,11 +64,9 @@ def parse_metric(text: str, where: str = "metric") -> MetricSpec:
     if s.lower() in ("dmax", "max"):
         return MetricSpec(text, "D", "max")
     m = _METRIC_RE.match(s)
-    bad = input_error(
-        f"setting {where}", f"value {text!r}",
-        "one of Dmean, Dmin, Dmax, D<V%> (e.g. D95), D<x>cc (e.g. D0.1cc), V<D> (e.g. V30: Gy for "
-        "OARs, % of the prescription for targets), V<D>Gy or V<D>%",
-        "correct the metric name in the evaluate.metrics section of your config")
+    bad = input_error(f"setting {where}", f"value {text!r}", "one of Dmean, Dmin, Dmax, D<V%> (e.g. D95), "
+                      "D<x>cc (e.g. D0.1cc), V<D> (e.g. V30: Gy for OARs, % of the prescription for targets), "
+                      "V<D>Gy or V<D>%", "correct the metric name in the evaluate.metrics section of your config")
     if not m:
         raise bad
     kind, num, unit = m["kind"].upper(), float(m["num"]), (m["unit"] or "").lower()
@@ -208,26 +206,10 @@ class DVH:
         total = self.total_cc
         return 100.0 * self.volume_cc / total if total > 0 else np.full_like(self.volume_cc, np.nan)
 
-    def mean_gy(self) -> float:
-        """Mean dose from the curve: each bin's volume at its centre dose (last bin as wide as the one before)."""
-        diff = self.volume_cc - np.append(self.volume_cc[1:], 0.0)
-        widths = np.diff(self.dose_gy, append=2 * self.dose_gy[-1] - self.dose_gy[-2]) \
-            if self.dose_gy.size > 1 else np.zeros(1)
-        return float(np.sum(diff * (self.dose_gy + widths / 2)) / self.total_cc)
-
-    def dose_at_percent(self, v_percent: float) -> float:
-        """D_V read off the curve, linear between bin edges."""
-        vp = self.volume_percent
-        # np.interp needs increasing x: walk the (decreasing) curve backwards.
-        return float(np.interp(v_percent, vp[::-1], self.dose_gy[::-1]))
-
 
 def cumulative_dvh(dose: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float],
                    bin_width_gy: float = 0.01, roi: str = "ROI", case: str | None = None) -> DVH:
     """Cumulative DVH of one ROI with bins of bin_width_gy from 0 Gy (an empty ROI gives an empty curve)."""
-    if not bin_width_gy > 0:
-        raise input_error("setting evaluate.dvh_bin_gy", f"value {bin_width_gy}", "a positive bin width in Gy",
-                          "set evaluate.dvh_bin_gy, e.g. 0.01")
     doses = roi_doses(dose, mask, roi, case)
     voxel_cc = float(np.prod(spacing_mm)) / 1000.0
     if doses.size == 0:
@@ -238,13 +220,3 @@ def cumulative_dvh(dose: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[floa
     cum = np.cumsum(counts[::-1])[::-1]  # voxels with dose >= each lower edge
     edges = np.arange(n_bins) * bin_width_gy
     return DVH(edges, cum * voxel_cc)
-
-
-def dvh_curves(dose: np.ndarray, masks: Mapping[str, np.ndarray], spacing_mm: Sequence[float],
-               bin_width_gy: float = 0.01, case: str | None = None) -> dict[str, DVH]:
-    """Cumulative DVH of every non-empty ROI in `masks`."""
-    out = {}
-    for roi, mask in masks.items():
-        if mask is not None and np.any(mask):
-            out[roi] = cumulative_dvh(dose, mask, spacing_mm, bin_width_gy, roi, case)
-    return out

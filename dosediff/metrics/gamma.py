@@ -126,13 +126,10 @@ def gamma_pass_rate(reference: np.ndarray, predicted: np.ndarray, spacing_mm: Se
     ref_marked = np.where(select, ref, -1.0)[box]
     axes_eval = tuple(np.arange(n) * float(s) for n, s in zip(ref.shape, spacing_mm))
     axes_ref = tuple(a[b] for a, b in zip(axes_eval, box))
-    g = pymedphys.gamma(
-        axes_ref, ref_marked, axes_eval, pred,
-        dose_percent_threshold=cfg.dose_percent, distance_mm_threshold=cfg.distance_mm,
-        lower_percent_dose_cutoff=cfg.cutoff_percent, interp_fraction=cfg.interp_fraction,
-        max_gamma=cfg.max_gamma, local_gamma=cfg.local, global_normalisation=norm,
-        skip_once_passed=cfg.skip_once_passed, interp_algo="scipy",
-    )
+    g = pymedphys.gamma(axes_ref, ref_marked, axes_eval, pred, dose_percent_threshold=cfg.dose_percent,
+                        distance_mm_threshold=cfg.distance_mm, lower_percent_dose_cutoff=cfg.cutoff_percent,
+                        interp_fraction=cfg.interp_fraction, max_gamma=cfg.max_gamma, local_gamma=cfg.local,
+                        global_normalisation=norm, skip_once_passed=cfg.skip_once_passed, interp_algo="scipy")
     gamma[box] = np.where(select[box], g, np.nan)
     values = gamma[select]
     nan_points = int(np.count_nonzero(np.isnan(values)))

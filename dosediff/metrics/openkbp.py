@@ -25,8 +25,7 @@ voxels than n the official percentile is negative and numpy raises; here it is c
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,14 +111,3 @@ def evaluate_openkbp_case(reference: np.ndarray, predicted: np.ndarray, masks: M
     ref = dvh_metrics(reference, masks, spacing_mm, case=case, notes=notes)
     pred = dvh_metrics(predicted, masks, spacing_mm, case=case)
     return OpenKBPCase(err, ref, pred, notes)
-
-
-def openkbp_scores(cases: Iterable[OpenKBPCase]) -> dict[str, float]:
-    """{"dose_score", "dvh_score"} (Gy) over patients: mean dose error; mean of all DVH cells."""
-    cases = list(cases)
-    errors = [c.dose_error for c in cases]
-    cells = [v for c in cases for v in c.dvh_errors.values()]
-    return {
-        "dose_score": float(np.mean(errors)) if errors else math.nan,
-        "dvh_score": float(np.nanmean(cells)) if cells else math.nan,
-    }

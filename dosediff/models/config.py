@@ -64,12 +64,10 @@ class ModelConfig:
         if self.cond_channels < 0:
             bad("cond_channels", "0 (CT only) or the number of ROI channels", "set it to the number of ROIs")
         if self.width < 1 or self.norm_groups < 1 or self.width % self.norm_groups:
-            raise input_error(
-                "setting model.width / model.norm_groups",
-                f"width {self.width} with norm_groups {self.norm_groups}",
-                "a positive width divisible by norm_groups (every channel count is a multiple of width)",
-                "e.g. width 32 with norm_groups 8 or 32, or width 128 with 32",
-            )
+            raise input_error("setting model.width / model.norm_groups",
+                              f"width {self.width} with norm_groups {self.norm_groups}",
+                              "a positive width divisible by norm_groups (every channel count is a multiple of "
+                              "width)", "e.g. width 32 with norm_groups 8 or 32, or width 128 with 32")
         if not self.channel_mult or min(self.channel_mult) < 1:
             bad("channel_mult", "a non-empty list of positive integers", "e.g. [1, 1, 2, 3, 4]")
         if self.num_res_blocks < 1:
@@ -94,11 +92,9 @@ class ModelConfig:
         if not 0.0 <= self.dropout < 1.0:
             bad("dropout", "a probability in [0, 1)", "set it to 0 (authors) or e.g. 0.1")
         if self.fusion_former and not self.multiscale:
-            raise input_error(
-                "setting model.fusion_former", "true while model.multiscale is false",
-                "fusionFormer only with separate CT/condition encoders (its query and key)",
-                "set multiscale: true, or fusion_former: false (on the experiment)",
-            )
+            raise input_error("setting model.fusion_former", "true while model.multiscale is false",
+                              "fusionFormer only with separate CT/condition encoders (its query and key)",
+                              "set multiscale: true, or fusion_former: false (on the experiment)")
 
     @property
     def levels(self) -> int:
@@ -124,17 +120,13 @@ class ModelConfig:
         """Raise an InputError naming the setting when a (rows, cols) input cannot pass the network."""
         down = 2 ** (self.levels - 1)
         if rows % down or cols % down:
-            raise input_error(
-                "model input size", f"{rows}x{cols} with {self.levels - 1} down-samplings "
-                f"(model.channel_mult {self.channel_mult})", f"rows and columns divisible by {down}",
-                "set preprocess.size to multiples of that, or use fewer levels in model.channel_mult",
-            )
+            raise input_error("model input size", f"{rows}x{cols} with {self.levels - 1} down-samplings "
+                              f"(model.channel_mult {self.channel_mult})", f"rows and columns divisible by {down}",
+                              "set preprocess.size to multiples of that, or use fewer levels in model.channel_mult")
         ph, pw = self.fusion_patch_size
         if self.fusion_former and ((rows // down) % ph or (cols // down) % pw):
-            raise input_error(
-                "setting model.fusion_patch_size",
-                f"{self.fusion_patch_size} on the lowest-resolution map {rows // down}x{cols // down} "
-                f"(input {rows}x{cols})", "a patch size dividing the lowest-resolution map",
-                f"choose model.fusion_patch_size dividing {rows // down}x{cols // down}, "
-                f"or make preprocess.size a multiple of {down * ph}x{down * pw}",
-            )
+            raise input_error("setting model.fusion_patch_size",
+                              f"{self.fusion_patch_size} on the lowest-resolution map {rows // down}x{cols // down} "
+                              f"(input {rows}x{cols})", "a patch size dividing the lowest-resolution map",
+                              f"choose model.fusion_patch_size dividing {rows // down}x{cols // down}, "
+                              f"or make preprocess.size a multiple of {down * ph}x{down * pw}")

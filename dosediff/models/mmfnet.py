@@ -63,12 +63,10 @@ def check_inputs(cfg: ModelConfig, ct: torch.Tensor, cond: torch.Tensor | None) 
     cfg.check_input_size(ct.shape[2], ct.shape[3])
     k = 0 if cond is None else cond.shape[1]
     if k != cfg.cond_channels or (cond is not None and cond.shape[2:] != ct.shape[2:]):
-        raise input_error(
-            "setting model.cond_channels", f"{cfg.cond_channels}, but the condition has shape "
-            f"{None if cond is None else tuple(cond.shape)} for CT {tuple(ct.shape)}",
-            "a condition (batch, model.cond_channels, rows, cols) on the CT grid (None when 0)",
-            "set model.cond_channels to the number of condition channels of the data",
-        )
+        raise input_error("setting model.cond_channels", f"{cfg.cond_channels}, but the condition has shape "
+                          f"{None if cond is None else tuple(cond.shape)} for CT {tuple(ct.shape)}",
+                          "a condition (batch, model.cond_channels, rows, cols) on the CT grid (None when 0)",
+                          "set model.cond_channels to the number of condition channels of the data")
     return cond if k else None
 
 
@@ -124,21 +122,13 @@ class MMFNet(nn.Module):
 
     def _require_cacheable(self) -> None:
         if not self.cfg.multiscale or self.cfg.cond_encoders_use_time:
-            raise input_error(
-                "setting model.cond_encoders_use_time", f"{self.cfg.cond_encoders_use_time} "
-                f"(model.multiscale {self.cfg.multiscale})",
-                "multiscale true and cond_encoders_use_time false for a timestep-free condition cache",
-                "set model.cond_encoders_use_time: false (and retrain), or call the model without cache",
-            )
+            raise input_error("setting model.cond_encoders_use_time", f"{self.cfg.cond_encoders_use_time} "
+                              f"(model.multiscale {self.cfg.multiscale})",
+                              "multiscale true and cond_encoders_use_time false for a timestep-free condition cache",
+                              "set model.cond_encoders_use_time: false (and retrain), or call the model without cache")
 
-    def forward(
-        self,
-        y_t: torch.Tensor,
-        t: torch.Tensor,
-        ct: torch.Tensor | None = None,
-        cond: torch.Tensor | None = None,
-        cache: ConditionCache | None = None,
-    ) -> torch.Tensor:
+    def forward(self, y_t: torch.Tensor, t: torch.Tensor, ct: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None, cache: ConditionCache | None = None) -> torch.Tensor:
         """Noisy dose y_t (B, 1, H, W), timesteps t (B,) or scalar, CT (B, 1, H, W), condition
         (B, K, H, W) or a cache from `encode_condition` -> predicted noise (B, 1, H, W)."""
         b = y_t.shape[0]

@@ -48,17 +48,9 @@ class Ellipse:
         return ((x - self.cx) / self.a) ** 2 + ((y - self.cy) / self.b) ** 2 <= 1
 
 
-def star_polygon(
-    cx: float,
-    cy: float,
-    a: float,
-    b: float,
-    harmonics: tuple[tuple[float, float], ...] = (),
-    containers: tuple[Ellipse, ...] = (),
-    obstacles: tuple[Ellipse, ...] = (),
-    y_max: float | None = None,
-    n: int = N_VERTICES,
-) -> np.ndarray:
+def star_polygon(cx: float, cy: float, a: float, b: float, harmonics: tuple[tuple[float, float], ...] = (),
+                 containers: tuple[Ellipse, ...] = (), obstacles: tuple[Ellipse, ...] = (),
+                 y_max: float | None = None, n: int = N_VERTICES) -> np.ndarray:
     """(n, 2) polygon (x, y) mm: own ellipse (a, b) with radial harmonics
     ((amplitude, phase) for k = 2, 3, ...), cut by containers (stay inside), obstacles
     (stop before) and a posterior plane y <= y_max (a flat back on the couch)."""

@@ -15,14 +15,16 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import config as pydicom_config
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from dosediff.atomic import atomic_dir
+from dosediff.io.rtdose_writer import dose_grid, new_dataset
 from dosediff.phantom.patient import (
     ACCESSION, BIRTH_DATE, BODY_ROI_NAME, INSTITUTION, OPERATOR, PATIENT_NAME, PHYSICIAN, ROI_NAMES,
     STATION, STUDY_DATE, TARGETS, PhantomPatient,
 )
+from dosediff.volume import Geometry
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -61,15 +63,8 @@ class _Uids:
 def _base(patient: PhantomPatient, uids: _Uids, modality: str, sop_class: str, sop_uid: str,
           series_uid: str, series_number: int, description: str) -> Dataset:
     """Dataset with file meta, patient (sentinels), study, series and equipment modules."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
+    ds = new_dataset(sop_class, sop_uid)
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     ds.Modality = modality
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = STUDY_DATE
     ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
@@ -201,8 +196,6 @@ def dose_scaling(max_gy: float) -> float:
 
 def _rtdose(patient: PhantomPatient, uids: _Uids) -> Dataset:
     g = patient.geometry
-    nz = g.shape[0]
-    dz, dy, dx = g.spacing
     rows, cols = dose_box(patient)
     dose = patient.dose[:, rows, cols]  # (z, y, x) Gy on the dose grid
     ds = _base(patient, uids, "RTDOSE", RTDOSE_STORAGE, uids.rd, uids.rd_series, 3, "Dose")
@@ -210,19 +203,7 @@ def _rtdose(patient: PhantomPatient, uids: _Uids) -> Dataset:
     ds.PositionReferenceIndicator = ""
     ds.InstanceNumber = 1
     origin = g.index_to_world(np.array([0.0, rows.start, cols.start]))  # (x, y, z) mm
-    ds.ImagePositionPatient = [_ds(v) for v in origin]
-    ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    ds.PixelSpacing = [_ds(dy), _ds(dx)]
-    ds.SliceThickness = _ds(dz)
-    ds.NumberOfFrames = nz
-    ds.FrameIncrementPointer = 0x3004000C  # GridFrameOffsetVector
-    ds.GridFrameOffsetVector = [_ds(k * dz) for k in range(nz)]  # relative: first frame at 0
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = dose.shape[1], dose.shape[2]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 32, 32, 31
-    ds.PixelRepresentation = 0
-    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", "PLAN"
+    dose_grid(ds, Geometry(dose.shape, g.spacing, tuple(origin), g.direction), _ds)
     scaling = dose_scaling(float(dose.max()))
     ds.DoseGridScaling = f"{scaling:.4e}"  # the same digits dose_scaling rounded to
     plan = Dataset()

@@ -39,14 +39,8 @@ def relative_density(ct_hu: np.ndarray, body: np.ndarray) -> np.ndarray:
     return np.where(body.astype(bool), np.clip(rho, 0, None), 0).astype(np.float32)  # (z, y, x)
 
 
-def beam_dose(
-    density: np.ndarray,
-    body: np.ndarray,
-    target: np.ndarray,
-    geometry: Geometry,
-    gantry_deg: float,
-    isocenter_xy: tuple[float, float],
-) -> np.ndarray:
+def beam_dose(density: np.ndarray, body: np.ndarray, target: np.ndarray, geometry: Geometry, gantry_deg: float,
+              isocenter_xy: tuple[float, float]) -> np.ndarray:
     """Dose (z, y, x) of one beam per unit fluence on the open field (arbitrary units).
 
     `density` is the relative electron density (z, y, x), `body` and `target` masks on the
@@ -105,15 +99,8 @@ def beam_fluence(target_k: np.ndarray, target_s: np.ndarray, nz: int, ns: int, h
     return (1 - SCATTER_FRACTION) * primary + SCATTER_FRACTION * tail  # (z, ns), 1 in a wide open field
 
 
-def plan_dose(
-    ct_hu: np.ndarray,
-    body: np.ndarray,
-    target: np.ndarray,
-    geometry: Geometry,
-    angles_deg: list[float],
-    isocenter_xy: tuple[float, float],
-    prescription_gy: float,
-) -> np.ndarray:
+def plan_dose(ct_hu: np.ndarray, body: np.ndarray, target: np.ndarray, geometry: Geometry, angles_deg: list[float],
+              isocenter_xy: tuple[float, float], prescription_gy: float) -> np.ndarray:
     """Equal-weight sum of the beams, scaled so that the target's median dose is the
     prescription. Returns dose (z, y, x) float32 Gy, 0 outside the body."""
     density = relative_density(ct_hu, body)

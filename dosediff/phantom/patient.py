@@ -121,13 +121,11 @@ def make_phantom(index: int, cfg: PhantomConfig) -> PhantomPatient:
     angles = gantry_angles(cfg.n_beams)
     dose = plan_dose(anatomy.ct, anatomy.body, ptv, geometry, angles, (float(iso[0]), float(iso[1])),
                      PRESCRIPTION_GY)
-    return PhantomPatient(
-        case_id=f"phantom_{index:03d}", geometry=geometry, ct=anatomy.ct, dose=dose, masks=anatomy.masks,
-        contours=anatomy.contours, prescription_gy=PRESCRIPTION_GY, body=anatomy.body,
-        body_contours=anatomy.body_contours, roi_names=roi_names, gantry_deg=angles,
-        isocenter_mm=(float(iso[0]), float(iso[1]), float(iso[2])), seed=int(cfg.seed), index=int(index),
-        ptv_site=anatomy.ptv_site,
-    )
+    return PhantomPatient(case_id=f"phantom_{index:03d}", geometry=geometry, ct=anatomy.ct, dose=dose,
+                          masks=anatomy.masks, contours=anatomy.contours, prescription_gy=PRESCRIPTION_GY,
+                          body=anatomy.body, body_contours=anatomy.body_contours, roi_names=roi_names,
+                          gantry_deg=angles, isocenter_mm=(float(iso[0]), float(iso[1]), float(iso[2])),
+                          seed=int(cfg.seed), index=int(index), ptv_site=anatomy.ptv_site)
 
 
 def phantom_dataset_config(**overrides) -> DatasetConfig:

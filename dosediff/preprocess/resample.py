@@ -117,21 +117,6 @@ def original_geometry(attrs: dict) -> Geometry:
     return Geometry.from_dict({k[len(prefix):]: v for k, v in attrs.items() if k.startswith(prefix)})
 
 
-def stored_geometry(attrs: dict) -> Geometry:
-    """Geometry of the stored (cropped, resized) grid, in the original patient frame.
-
-    With the half-pixel convention, stored pixel i has its centre at cropped index
-    (i + 0.5) / factor - 0.5, so the origin moves by half a stored pixel minus half an original one.
-    """
-    original = original_geometry(attrs)
-    z0, _, y0, _, x0, _ = attrs["crop_box"]
-    f = np.asarray(attrs["resize_factors"], dtype=float)
-    start = np.array([z0, y0, x0], dtype=float) + 0.5 / f - 0.5  # (z, y, x) original index of stored voxel 0
-    origin = original.index_to_world(start)
-    Z, H, W = attrs["cropped_shape"][0], round(attrs["cropped_shape"][1] * f[1]), round(attrs["cropped_shape"][2] * f[2])
-    return Geometry((Z, H, W), tuple(attrs["spacing"]), tuple(origin), original.direction)
-
-
 @lru_cache(maxsize=32)
 def _least_squares_inverse(n_orig: int, n_stored: int) -> np.ndarray:
     """(n_orig, n_stored) pseudo-inverse of the linear upsampling n_orig -> n_stored.

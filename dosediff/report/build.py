@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from dosediff.config import ReportConfig
+from dosediff.metrics.evaluate import EvaluationConfig, gamma_criterion
 from dosediff.report.case_dvh import case_dvh_figures
 from dosediff.report.figures import seed_figure, steps_figure
 from dosediff.report.markup import write_table
@@ -25,15 +27,18 @@ def _n_cases(per_case: pd.DataFrame, experiments: list[str]) -> str:
     return f"n = {counts[0]}" if len(counts) == 1 else f"n = {'–'.join(str(c) for c in counts)}"
 
 
-def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
-                 steps_csv: Path | None = None, seeds_csv: Path | None = None,
-                 gamma_text: str = "3%/3mm global, 10% cut-off", cases: list[str] | None = None,
-                 nifti_dir: Path | None = None, predictions_dir: Path | None = None,
-                 dvh_bin_gy: float = 0.01) -> None:
+def build_report(cfg: ReportConfig, per_case_paths: Sequence[Path], out_dir: Path,
+                 evaluation: EvaluationConfig | None = None, steps_csv: Path | None = None,
+                 seeds_csv: Path | None = None, references: Sequence[Path] = (),
+                 predictions: Sequence[Path] = ()) -> None:
     """Write the tables (CSV + Markdown + HTML, each with its caption), the dataset-level
-    figures and, given cases, nifti_dir and predictions_dir (holding <experiment>/<case>.nii.gz),
-    one DVH figure per case with every model overlaid (dvh/<case>.png) into out_dir.
-    gamma_text states the gamma criteria in the captions."""
+    figures and, given the case folders `references` and each DVH model's predictions of them
+    (`ReportConfig.dvh_models`, model after model), one DVH figure per case with every model
+    overlaid (dvh/<case>.png) into out_dir. `evaluation` (the evaluate section; default its
+    defaults) gives the gamma criteria the captions state and the DVH bin width."""
+    evaluation = evaluation or EvaluationConfig()
+    gamma = evaluation.gamma
+    gamma_text = gamma_criterion(gamma) if gamma.enabled else "not computed (evaluate.gamma.enabled false)"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_case = read_per_case(per_case_paths)
@@ -66,10 +71,9 @@ def build_report(cfg: ReportConfig, per_case_paths: list[Path], out_dir: Path,
         write_table(seed_spread_table(seed_spread(seeds), labels=cfg.labels), out_dir / "seeds",
                     caption="Spread over sampling seeds: mean ± sample std (and range) over seeds of "
                             "each seed's mean over the test cases.")
-    if cases and nifti_dir is not None and predictions_dir is not None:
-        first = next(iter(cfg.tables.values()), everyone)
-        models = {cfg.labels.get(e, e): Path(predictions_dir) / e for e in first}
-        case_dvh_figures(cases, Path(nifti_dir), models, out_dir / "dvh", bin_width_gy=dvh_bin_gy)
+    if references:
+        models = [cfg.labels.get(e, e) for e in cfg.dvh_models(everyone)]
+        case_dvh_figures(references, predictions, models, out_dir / "dvh", bin_width_gy=evaluation.dvh_bin_gy)
     log.info(f"report written to {out_dir}")
 
 

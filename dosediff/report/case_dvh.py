@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dosediff.errors import input_error, warn
-from dosediff.names import prediction_file
+from dosediff.names import case_predictions
 from dosediff.report.figures import dvh_curve, finish_dvh_axes
 from dosediff.report.plotting import STYLE, check_grid, check_spacing, new_figure, roi_colours, save
 
@@ -59,18 +59,25 @@ def dvh_overlay_figure(reference: np.ndarray, predictions: Mapping[str, np.ndarr
     return fig
 
 
-def case_dvh_figures(cases: Sequence[str], nifti_dir: Path, predictions: Mapping[str, Path], out_dir: Path,
-                     bin_width_gy: float = 0.01) -> list[Path]:
-    """out_dir/<case>.png for each case: predictions maps model label -> folder of <case>.nii.gz."""
+def case_dvh_figures(references: Sequence[Path], predictions: Sequence[Path], models: Sequence[str],
+                     out_dir: Path, bin_width_gy: float = 0.01) -> list[Path]:
+    """out_dir/<case>.png for each case folder in `references`: `predictions` holds each model's
+    <case>.nii.gz in the order of `references`, model after model (`models`: their labels)."""
     from dosediff.io.nifti import read_case, read_image
 
+    n = len(references)
+    if len(predictions) != n * len(models):
+        raise input_error("dosediff report --predictions", f"{len(predictions)} files",
+                          f"one per case ({n}) and model ({len(models)})",
+                          "pass every model's prediction of each case, model after model")
+    pairs = {m: case_predictions(references, predictions[i * n:(i + 1) * n], "report") for i, m in enumerate(models)}
     written = []
-    for case in cases:
-        ref = read_case(Path(nifti_dir) / case)
+    for j, case_dir in enumerate(references):
+        case, ref = Path(case_dir).name, read_case(Path(case_dir))
         if ref.dose is None:
-            raise input_error(Path(nifti_dir) / case, "no planned dose", "a reference dose to plot against",
+            raise input_error(case_dir, "no planned dose", "a reference dose to plot against",
                               "report only cases ingested with their RTDOSE", case=case)
-        doses = {label: read_image(prediction_file(folder, case))[0] for label, folder in predictions.items()}
+        doses = {m: read_image(pairs[m][j][2])[0] for m in models}
         path = Path(out_dir) / f"{case}.png"
         dvh_overlay_figure(ref.dose, doses, ref.masks, ref.geometry.spacing, path,
                            prescription_gy=ref.prescription_gy, title=f"{case}: DVH, all models",

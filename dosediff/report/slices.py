@@ -14,9 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from dosediff.errors import input_error
-from dosediff.report.plotting import (
-    CT_WINDOW_HU, LOW_DOSE_FRACTION, STYLE, check_grid, check_spacing, new_figure, save,
-)
+from dosediff.report.plotting import CT_WINDOW_HU, LOW_DOSE_FRACTION, STYLE, check_grid, check_spacing, new_figure, save
 
 DIFF_CLIP_FRACTION = 0.10  # difference maps span ±10 % of the prescription
 # isodose line per percent of the prescription: colour and style; others get the last entry's

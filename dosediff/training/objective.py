@@ -32,10 +32,8 @@ def training_loss(model: nn.Module, batch: dict[str, torch.Tensor], exp: Experim
 
         # t and noise from the global RNG, which train_step seeds per step
         return diffusion_loss(eps_fn, dose, schedule, prediction=exp.parametrization)
-    pred = model(ct, cond)  # (B, 1, H, W) normalised dose
-    if exp.train.regression_loss == "l1":
-        return F.l1_loss(pred.float(), dose)
-    return F.mse_loss(pred.float(), dose)
+    loss = F.l1_loss if exp.train.regression_loss == "l1" else F.mse_loss
+    return loss(model(ct, cond).float(), dose)  # the network's output: (B, 1, H, W) normalised dose
 
 
 def make_schedule(exp: ExperimentConfig, device: torch.device) -> object | None:

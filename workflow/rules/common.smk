@@ -160,6 +160,16 @@ def evaluated_cases(wildcards):
     return expand(f"{RESULTS}/nifti/{{case}}", case=split_cases(EVAL_SPLIT))
 
 
+def dvh_predictions(wildcards):
+    """The predictions of each case's DVH figure, model after model (the report's input)."""
+    cfg = section(config, ReportConfig, "report")
+    return expand(
+        f"{RESULTS}/predictions/{{experiment}}/{{case}}.nii.gz",
+        experiment=cfg.dvh_models(EXPERIMENTS + [MEAN_DOSE]),
+        case=split_cases(EVAL_SPLIT),
+    )
+
+
 def h5_of(names):
     return lambda wildcards: expand(
         f"{RESULTS}/h5/{{case}}.h5", case=[c for n in names for c in split_cases(n)]

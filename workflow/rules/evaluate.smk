@@ -89,11 +89,7 @@ rule report:
         ),
         steps=[f"{RESULTS}/metrics/steps_study.csv"] if study("steps_study") else [],
         seeds=[f"{RESULTS}/metrics/seed_study.csv"] if study("seed_study") else [],
-        predictions=lambda wildcards: expand(
-            f"{RESULTS}/predictions/{{experiment}}/{{case}}.nii.gz",
-            experiment=EXPERIMENTS + [MEAN_DOSE],
-            case=split_cases(EVAL_SPLIT),
-        ),
+        predictions=dvh_predictions,
         references=evaluated_cases,
     output:
         report(
@@ -111,10 +107,7 @@ rule report:
     threads: 1
     params:
         settings=settings("report", "evaluate"),
-        cases=lambda wildcards: split_cases(EVAL_SPLIT),
-        nifti_dir=f"{RESULTS}/nifti",
-        predictions=f"{RESULTS}/predictions",
         steps=lambda wildcards, input: ["--steps", *input.steps] if input.steps else [],
         seeds=lambda wildcards, input: ["--seeds", *input.seeds] if input.seeds else [],
     shell:
-        "dosediff report --settings {params.settings:q} --metrics {input.metrics:q} {params.steps:q} {params.seeds:q} --cases {params.cases:q} --nifti-dir {params.nifti_dir:q} --predictions-dir {params.predictions:q} --out {output:q} 2> {log:q}"
+        "dosediff report --settings {params.settings:q} --metrics {input.metrics:q} {params.steps:q} {params.seeds:q} --references {input.references:q} --predictions {input.predictions:q} --out {output:q} 2> {log:q}"
