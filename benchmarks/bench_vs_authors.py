@@ -157,7 +157,7 @@ def preprocess_ours(args: argparse.Namespace, work: Path, representations: list[
     """`dosediff ingest` + `dosediff preprocess` with the OpenKBP config, as the workflow's rules."""
     root = work / f"ours-{time.monotonic_ns()}"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1")
-    settings = settings_file(work, representations)
+    settings = Path(settings_file(work, representations)).read_text()  # inline JSON, as the rules pass it
     cmds = [["ingest", "--settings", settings, "--case", args.patient, "--input",
              str(args.data / "train-pats" / args.patient), "--out", str(root / "nifti")],
             ["preprocess", "--settings", settings, "--input", str(root / "nifti"), "--out", str(root / "case.h5")]]
