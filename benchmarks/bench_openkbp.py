@@ -7,7 +7,8 @@ the arguments the rules pass), then one table and a learning-curve figure.
     python benchmarks/bench_openkbp.py --budget-minutes 2 --train-cases 12 --eval-cases 3
 
 Contenders: mean_dose (the trivial predictor), unet, dosediff_paper (the paper's recipe:
-epsilon prediction), dosediff_best (the best recipe found: v-prediction), all with the
+epsilon prediction), dosediff_best (the best recipe found: v-prediction), dosediff_best_bf16 (the same, trained
+under bf16 autocast: train.bf16 true; not run unless named), all with the
 network of --config (config/openkbp-cpu.yaml). Training uses train.max_minutes; the
 learning curve resumes each training from 25 % to 50 % to 100 % of the budget (the budget
 counts all runs) and scores each point. Gamma (3 %/3 mm) is computed only at 100 %, on a
@@ -64,7 +65,9 @@ def experiments(config: dict) -> dict[str, dict]:
     base = config["experiments"]["dosediff"]
     paper = {**copy.deepcopy(base), "prediction": "epsilon"}
     best = {**copy.deepcopy(base), "prediction": "v"}
-    return {"unet": copy.deepcopy(config["experiments"]["unet"]), "dosediff_paper": paper, "dosediff_best": best}
+    best_bf16 = {**copy.deepcopy(best), "train": {**best.get("train", {}), "bf16": True}}
+    return {"unet": copy.deepcopy(config["experiments"]["unet"]), "dosediff_paper": paper, "dosediff_best": best,
+            "dosediff_best_bf16": best_bf16}
 
 
 def run(*args: object) -> None:

@@ -11,7 +11,8 @@ for --repeats rounds; the table gives medians and the median of the per-round ra
 Rows:
   training step     forward + backward + clipping + AdamW: the authors' train.py loop body
                     (their GaussianDiffusion.training_losses) vs dosediff.train.train_step
-                    (which also updates the EMA of the weights; the authors keep none).
+                    (which also updates the EMA of the weights; the authors keep none); and
+                    dosediff under bf16 autocast (train.bf16: true), which changes the arithmetic.
   DDIM per slice    a batch of 8 slices through 8 DDIM steps: their ddim_sample_loop vs
                     dosediff's DiffusionPredictor (paper design; also the cached-encoder option
                     and bf16, which the workflow uses on CPUs with bf16 units).
@@ -49,7 +50,7 @@ DATA = REPO.parent / "shared" / "data" / "openkbp"
 AUTHORS_STAGES = ("csv2nii.py", "PSDM_OpenKBP.py", "NII_to_npy.py")
 THREADS = 2
 # (row, side) pairs of the child measurements, in the order a round runs them
-ROWS = [("train", "authors"), ("train", "ours"), ("ddim", "authors"), ("ddim", "ours"),
+ROWS = [("train", "authors"), ("train", "ours"), ("train", "ours-bf16"), ("ddim", "authors"), ("ddim", "ours"),
         ("ddim", "ours-cached"), ("ddim", "ours-bf16"), ("ddim", "ours-ff64"),
         ("predict", "ours"), ("preprocess", "authors"), ("preprocess", "ours"),
         ("preprocess", "ours-3maps")]
@@ -61,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DATA, help=f"OpenKBP folder with train-pats/ (default {DATA})")
     p.add_argument("--repeats", type=int, default=3, help="rounds of A, B, A, B (default 3)")
     p.add_argument("--size", type=int, default=128, help="slice rows = columns (default 128)")
-    p.add_argument("--steps", type=int, default=2, help="timed training steps per child, after 1 warm-up")
+    p.add_argument("--steps", type=int, default=4, help="timed training steps per child, after 1 warm-up")
     p.add_argument("--rows", nargs="+", default=None, help="only these rows: train ddim predict preprocess")
     p.add_argument("--patient", default="pt_1", help="OpenKBP patient for preprocessing and prediction")
     p.add_argument("--json", type=Path, help="also write every measurement to this JSON file")
@@ -156,7 +157,7 @@ def preprocess_ours(args: argparse.Namespace, work: Path, representations: list[
     """`dosediff ingest` + `dosediff preprocess` with the OpenKBP config, as the workflow's rules."""
     root = work / f"ours-{time.monotonic_ns()}"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1")
-    settings = settings_file(work, representations)
+    settings = Path(settings_file(work, representations)).read_text()  # inline JSON, as the rules pass it
     cmds = [["ingest", "--settings", settings, "--case", args.patient, "--input",
              str(args.data / "train-pats" / args.patient), "--out", str(root / "nifti")],
             ["preprocess", "--settings", settings, "--input", str(root / "nifti"), "--out", str(root / "case.h5")]]

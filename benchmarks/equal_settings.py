@@ -15,14 +15,14 @@ LR, WEIGHT_DECAY, GRAD_CLIP = 1e-4, 1e-4, 1.0  # the paper and the authors' trai
 
 
 def ours_experiment(size: int = SIZE, width: int = WIDTH, cond_channels: int = COND_CHANNELS,
-                    use_time: bool = True, fusion_dim: int = 1024, batch: int = BATCH):
+                    use_time: bool = True, fusion_dim: int = 1024, batch: int = BATCH, bf16: bool = False):
     """An ExperimentConfig of dosediff's MMFNet at the benchmark settings."""
     from dosediff.experiment import ExperimentConfig
 
     patch = max(1, size // 32)  # the authors: patch = size / 2^5, i.e. 2x2 patches of the lowest map
     network = {"width": width, "channel_mult": MULT, "norm_groups": 32, "fusion_patch_size": [patch, patch],
                "fusion_dim": fusion_dim, "fusion_mlp_dim": 2 * fusion_dim, "cond_encoders_use_time": use_time}
-    train = {"bf16": False, "batch_size": batch, "lr": LR, "weight_decay": WEIGHT_DECAY, "grad_clip": GRAD_CLIP}
+    train = {"bf16": bf16, "batch_size": batch, "lr": LR, "weight_decay": WEIGHT_DECAY, "grad_clip": GRAD_CLIP}
     rois = [f"roi{i}" for i in range(cond_channels)]
     return ExperimentConfig.from_mapping({"network": network, "train": train}, "bench", rois)
 

@@ -15,10 +15,10 @@ DDIM_VARIANTS = {  # side -> (CT/condition encoders see t, bf16, fusion_dim)
 }
 
 
-def train(size: int, steps: int) -> dict:
+def train(size: int, steps: int, bf16: bool = False) -> dict:
     from dosediff.train import train_step
 
-    tr = ours_trainer(ours_experiment(size))
+    tr = ours_trainer(ours_experiment(size, bf16=bf16))
     b = random_batch(BATCH, size, COND_CHANNELS)
     times = []
     for i in range(1 + steps):  # 1 warm-up
@@ -61,4 +61,4 @@ def prepare_predict(work: Path, case_dir: Path) -> dict:
 def measure(row: str, side: str, size: int, steps: int, work: Path, case_dir: Path) -> dict:
     if row == "prepare":
         return prepare_predict(work, case_dir)
-    return train(size, steps) if row == "train" else ddim(side, size)
+    return train(size, steps, side == "ours-bf16") if row == "train" else ddim(side, size)

@@ -60,7 +60,10 @@ def table(results: dict, info: dict, args) -> str:
             "", "| | authors' code | dosediff | ratio | target | peak memory (authors / dosediff) |",
             "|---|---|---|---|---|---|"]
     rows = [_row("training step (fp32)", _per_round(results, "train/authors"), _per_round(results, "train/ours"),
-                 "s", _peak(results, "train/authors"), _peak(results, "train/ours"), TARGETS["train"])]
+                 "s", _peak(results, "train/authors"), _peak(results, "train/ours"), TARGETS["train"]),
+            _row("training step, dosediff in bf16 autocast (train.bf16: true)", _per_round(results, "train/authors"),
+                 _per_round(results, "train/ours-bf16"), "s", _peak(results, "train/authors"),
+                 _peak(results, "train/ours-bf16"), None)]
     da = _per_round(results, "ddim/authors")
     for side, label in (("ours", "paper design, fp32"), ("ours-cached", "cached CT/condition encoders, fp32"),
                         ("ours-bf16", "paper design, bf16 autocast"),

@@ -36,6 +36,7 @@ from dosediff.config import DatasetConfig
 from dosediff.data.dataset import SliceDataset
 from dosediff.errors import input_error, log, warn
 from dosediff.experiment import ExperimentConfig, saved_experiment
+from dosediff.heap import keep_freed_memory
 from dosediff.models.factory import build_model
 from dosediff.precision import bf16_autocast, training_bf16
 from dosediff.training.csvlog import LOG_NAME, append_log, open_log
@@ -119,6 +120,8 @@ def ema_decay(decay: float, step: int) -> float:
 
 def build_trainer(exp: ExperimentConfig, procs: Processes) -> Trainer:
     """Model (same initial weights on every rank), EMA, AdamW and the lr schedule."""
+    if procs.device.type == "cpu":
+        keep_freed_memory()
     torch.manual_seed(exp.train.seed)
     net = build_model(exp.network).to(procs.device)
     ema = make_ema(net)

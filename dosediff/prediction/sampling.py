@@ -30,6 +30,7 @@ from dosediff.data.dataset import denormalise_dose
 from dosediff.diffusion.ddim import ddim_sample
 from dosediff.diffusion.parametrization import to_epsilon
 from dosediff.experiment import ExperimentConfig, SampleConfig
+from dosediff.heap import keep_freed_memory
 from dosediff.precision import bf16_autocast
 
 
@@ -90,6 +91,8 @@ def slice_predictor(model: nn.Module, exp: ExperimentConfig, device: torch.devic
     """The predictor of an experiment's network: DDIM under its noise schedule and
     parametrization with `sample`'s steps, eta and spacing (default: exp.sample), or one
     pass of the UNet baseline."""
+    if device.type == "cpu":
+        keep_freed_memory()
     if not exp.diffusion:
         return RegressionPredictor(model, device, bf16)
     s = sample or exp.sample
