@@ -49,7 +49,9 @@ def write_rtdose(dose_gy: np.ndarray, geometry: Geometry, refs: dict, path: Path
         raise ValueError(f"dose shape {dose_gy.shape} does not match the CT grid {geometry.shape}")
     dose = np.clip(np.nan_to_num(dose_gy.astype(np.float64)), 0.0, None)
     # Scale so the maximum uses most of the uint32 range; readers multiply by the scaling.
-    scaling = max(float(dose.max()), 1e-6) / (UINT32_MAX - 1)
+    # Pixels are computed with the scaling as the file spells it (10 digits), so a reader's
+    # pixel x scaling is within half a step of the dose; still below UINT32_MAX after rounding.
+    scaling = float(_ds(max(float(dose.max()), 1e-6) / (UINT32_MAX - 1)))
     pixels = np.rint(dose / scaling).astype(np.uint32)  # (z, y, x)
 
     ds = _header(refs, description)
