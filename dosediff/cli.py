@@ -169,6 +169,7 @@ THREADS = ("--threads", {"type": int, "default": None}, "CPU threads for torch")
 EXPERIMENT = ("--experiment", REQUIRED, "experiment name under experiments:")
 FILES: dict = {**CASES, "type": Path}
 PATH: dict = {"default": None, "type": Path}
+SOME_FILES: dict = {"nargs": "*", "type": Path, "default": []}
 REFERENCES = ("--references", FILES, "ingested case folders (reference dose and ROIs)")
 PREDICTIONS = ("--predictions", FILES, "each case's <case>.nii.gz, in the order of --references")
 
@@ -247,8 +248,8 @@ def _add_evaluation_stages(sub: argparse._SubParsersAction) -> None:
     _add(sub, "report", cmd_report, "the paper's tables and dataset-level figures from the metric tables",
          _settings_arg("uses: report, evaluate"), ("--metrics", FILES, "per_case.csv of each experiment"),
          ("--steps", PATH, "steps study CSV"), ("--seeds", PATH, "seed study CSV"),
-         ("--references", {"nargs": "*", "type": Path, "default": []}, "case folders of the overlaid DVH figures"),
-         ("--predictions", {"nargs": "*", "type": Path, "default": []},
+         ("--references", SOME_FILES, "case folders of the overlaid DVH figures"),
+         ("--predictions", SOME_FILES,
           "each DVH model's <case>.nii.gz in the order of --references, model after model"),
          ("--out", REQUIRED, "output folder"))
     _add(sub, "report-case", cmd_report_case, "a new patient's planner report: clinical goals, DVHs, dose slices",

@@ -108,7 +108,7 @@ def _read_sparse(path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, n
     return index, values
 
 
-def _parse_rows(text: bytes, path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, np.ndarray]:
+def _parse_rows(text: bytes, path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """(indices int64, values float64) of the rows after the header. Well-formed files are read
     with numpy alone (pandas costs 0.2 s of start-up per ingest); anything else goes through
     pandas' CSV reader, whose errors name the defect."""
@@ -123,7 +123,7 @@ def _parse_rows(text: bytes, path: Path, case_id: str, is_mask: bool) -> tuple[n
         pairs = flat.reshape(n_rows, -1)
         index = pairs[:, 0]
         if np.array_equal(index, np.floor(index)) and np.all(np.abs(index) < 2.0**53):
-            return index.astype(np.int64), (np.full(n_rows, np.nan) if is_mask else pairs[:, 1])
+            return index.astype(np.int64), (None if is_mask else pairs[:, 1])
     import pandas as pd
 
     try:
