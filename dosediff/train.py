@@ -37,7 +37,7 @@ from dosediff.data.dataset import SliceDataset
 from dosediff.errors import input_error, log, warn
 from dosediff.experiment import ExperimentConfig, saved_experiment
 from dosediff.heap import keep_freed_memory
-from dosediff.models.factory import build_model
+from dosediff.models.factory import build_model, to_device
 from dosediff.precision import bf16_autocast, training_bf16
 from dosediff.training.csvlog import LOG_NAME, append_log, open_log
 from dosediff.training.distributed import Processes, all_mean, barrier, setup_processes, teardown
@@ -123,7 +123,7 @@ def build_trainer(exp: ExperimentConfig, procs: Processes) -> Trainer:
     if procs.device.type == "cpu":
         keep_freed_memory()
     torch.manual_seed(exp.train.seed)
-    net = build_model(exp.network).to(procs.device)
+    net = to_device(build_model(exp.network), procs.device)
     ema = make_ema(net)
     model: nn.Module = net
     if procs.distributed:

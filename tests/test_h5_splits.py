@@ -48,7 +48,7 @@ def test_round_trip_chunking_and_attributes(tmp_path):
     for name, step in (("psdm", 1e-3), ("msdm", 1e-2), ("tsbdm", 1e-4)):
         assert got[name].dtype == np.float32
         np.testing.assert_allclose(got[name], arrays[name], atol=step / 2 + 1e-6)
-    assert attrs == {"schema_version": 1, **ATTRS}
+    assert attrs == {"schema_version": 2, **ATTRS}
     with h5py.File(path, "r") as f:
         assert f["ct"].chunks == (1, 12, 10) and f["masks"].chunks == (3, 1, 12, 10)
         assert f["psdm"].dtype == np.int16 and f["psdm"].attrs["unit"] == "dm"
@@ -139,12 +139,46 @@ def test_quantise_in_blocks_equals_whole_array(shape):
     np.testing.assert_array_equal(got, expected)
 
 
+def test_row_steps_are_stored_and_summed_back_exactly(tmp_path):
+    """Schema 2 stores each row of a distance map as its first value and the steps along it; the
+    steps wrap around int16 (here -32000 -> 32000), and reading gives back every value exactly."""
+    values = np.random.default_rng(5).normal(0, 5, (2, 3, 4, 9)).astype(np.float32)
+    values[0, 0, 0, :2] = [-320.0, 320.0]  # at the top of int16 at 0.01 voxel: a step of 64000 wraps
+    path = tmp_path / "case.h5"
+    write_case_h5(path, {"ct": np.zeros((3, 4, 9), np.int16), "msdm": values}, ATTRS)
+    stored_values, scale = h5mod._quantise(values, h5mod.QUANTUM["msdm"])
+    with h5py.File(path, "r") as f:
+        raw = f["msdm"][()]
+        assert f["msdm"].attrs["row_delta"] == 1
+    expected_steps = np.concatenate([stored_values[..., :1], np.diff(stored_values.astype(np.int64), axis=-1)], -1)
+    np.testing.assert_array_equal(raw, ((expected_steps + 32768) % 65536 - 32768).astype(np.int16))
+    got = read_case_h5(path)[0]["msdm"]
+    np.testing.assert_array_equal(got, stored_values.astype(np.float32) * np.float32(scale))
+    with H5Case(path) as case:
+        np.testing.assert_array_equal(case.slice(1)["msdm"], got[:, 1])
+        np.testing.assert_array_equal(case.array("msdm"), got)
+
+
+def test_schema_1_files_still_read(tmp_path):
+    """Files written before row steps (schema 1: plain int16 values, no row_delta) read as before."""
+    values = np.arange(2 * 3 * 4 * 5, dtype=np.int16).reshape(2, 3, 4, 5) - 50
+    path = tmp_path / "old.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["schema_version"] = 1
+        f.create_dataset("ct", data=np.zeros((3, 4, 5), np.int16))
+        f.create_dataset("psdm", data=values).attrs["scale"] = 1e-3
+    got = read_case_h5(path)[0]["psdm"]
+    np.testing.assert_array_equal(got, values.astype(np.float32) * np.float32(1e-3))
+    with H5Case(path) as case:
+        np.testing.assert_array_equal(case.slice(2)["psdm"], got[:, 2])
+
+
 def test_wrong_schema_or_missing_file(tmp_path):
     with pytest.raises(InputError, match="file missing"):
         read_case_h5(tmp_path / "nope.h5")
     with h5py.File(tmp_path / "old.h5", "w") as f:
         f.attrs["schema_version"] = 0
-    with pytest.raises(InputError, match="schema_version 0.*re-run the preprocess"):
+    with pytest.raises(InputError, match="schema_version 0.*schema_version 1 or 2.*re-run the preprocess"):
         read_case_h5(tmp_path / "old.h5")
 
 

@@ -137,6 +137,9 @@ def test_malformed_and_out_of_range(tmp_path):
     (folder / "ct.csv").write_text(f",data\n{128**3},1000.0\n")
     with pytest.raises(InputError, match=r"ct\.csv: flat index 2097152 out of range"):
         read_openkbp_case(folder, "pt_9", dataset)
+    (folder / "ct.csv").write_text(",data\n9,1\n3,2\n7,4\n9,5\n")  # unsorted, as the check must not assume
+    with pytest.raises(InputError, match=r"ct\.csv: flat index 9 listed more than once"):
+        read_openkbp_case(folder, "pt_9", dataset)
     (folder / "ct.csv").write_text("index,value\n1,2\n")
     with pytest.raises(InputError, match=r"ct\.csv: header"):
         read_openkbp_case(folder, "pt_9", dataset)

@@ -73,6 +73,8 @@ def test_pipeline_on_a_real_patient_equals_independent_computation(openkbp_dir, 
     with h5mod.h5py.File(tmp_path / "pt_1.h5", "r") as f:
         stored = {name: f[name][()] for name in f}
         scale = float(f["psdm"].attrs["scale"])
+        assert f["psdm"].attrs["row_delta"] == 1
+    stored["psdm"] = np.cumsum(stored["psdm"], axis=-1, dtype=np.int16)  # schema 2: rows stored as steps
     body = _scipy_fill(_scipy_largest(case.ct > cfg.body_threshold_hu)).astype(np.uint8)
     np.testing.assert_array_equal(stored["body"], body)
     np.testing.assert_array_equal(stored["ct"], case.ct)

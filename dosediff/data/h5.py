@@ -8,7 +8,11 @@ Chunks are one slice ((1,H,W), (K,1,H,W)), gzip (preprocess.compression_level) w
 Distance maps are stored as int16 with a `scale` attribute (value = int16 * scale): PSDM at
 1e-3 dm (0.1 mm), MSDM at 0.01 voxel, TSBDM at 1e-4; the step grows only if a value would
 overflow int16. Compared with float16 (3 significant digits: 0.4 mm steps at 5 dm) this is
-finer where it matters and compresses to about the same size. Readers get float32.
+finer where it matters. Schema 2 stores each row as its first value and then the steps along
+the row (attribute row_delta = 1): a distance map changes by about one voxel size per voxel,
+so the steps are a handful of values that gzip packs to about half the bytes of the values
+themselves. Lossless: int16 arithmetic wraps around, so the running sum gives back every
+stored int16 exactly. Readers get float32 and read schema 1 files as before.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from dosediff.atomic import atomic_file
 from dosediff.config import DEFAULT_GZIP_LEVEL
 from dosediff.errors import InputError, input_error
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)  # 1: distance maps without row steps
 QUANTUM = {"psdm": 1e-3, "msdm": 1e-2, "tsbdm": 1e-4}  # stored step per representation
 UNITS = {"psdm": "dm", "msdm": "voxel", "tsbdm": "1", "ct": "HU", "dose": "Gy"}
 DTYPES = {"ct": np.int16, "dose": np.float32, "body": np.uint8, "masks": np.uint8, "possible_dose": np.uint8}
@@ -52,6 +57,18 @@ def _quantise(values: np.ndarray, quantum: float) -> tuple[np.ndarray, float]:
         np.multiply(flat[start:start + part.size], inv, out=part, dtype=np.float32)
         out[start:start + part.size] = np.rint(part, out=part)  # float32 -> int16 as astype does
     return out.reshape(values.shape), scale
+
+
+def _row_delta(values: np.ndarray) -> np.ndarray:
+    """int16 (..., W) -> the same array holding each row's first value, then the steps along the
+    row; in place, rows worked in blocks of about _BLOCK values (cache-sized temporaries).
+    int16 subtraction wraps around, and so does the reader's running sum: lossless."""
+    rows = values.reshape(-1, values.shape[-1])
+    step = max(1, _BLOCK // max(1, rows.shape[1]))
+    for start in range(0, rows.shape[0], step):
+        block = rows[start:start + step]
+        block[:, 1:] = np.diff(block, axis=1)  # np.diff computes into a new array first
+    return values
 
 
 def _chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -132,12 +149,14 @@ def _write_all(f: h5py.File, arrays: dict[str, np.ndarray], attrs: dict, compres
         scale = None
         if name in QUANTUM:
             arr, scale = _quantise(arr, QUANTUM[name])
+            arr = _row_delta(arr)
         elif name in DTYPES:
             arr = arr.astype(DTYPES[name], copy=False)
         ds = f.create_dataset(name, data=arr, chunks=_chunks(arr.shape), compression="gzip",
                               compression_opts=int(compression_level), shuffle=True)
         if scale is not None:
             ds.attrs["scale"] = scale
+            ds.attrs["row_delta"] = 1
         if name in UNITS:
             ds.attrs["unit"] = UNITS[name]
 
@@ -152,9 +171,9 @@ def _open(path: Path) -> h5py.File:
         raise input_error(path, "not a readable HDF5 file (damaged or cut short)", "a preprocessed case (HDF5)",
                           "delete it and run the preprocess step for this case again") from None
     version = f.attrs.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_SCHEMAS:
         f.close()
-        raise input_error(path, f"schema_version {version}", f"schema_version {SCHEMA_VERSION}",
+        raise input_error(path, f"schema_version {version}", f"schema_version {' or '.join(map(str, READABLE_SCHEMAS))}",
                           "re-run the preprocess step with this version of dosediff")
     return f
 
@@ -178,15 +197,27 @@ def _reading(path: Path) -> Iterator[h5py.File]:
         raise _damaged(Path(path)) from None
 
 
-def _scaled(raw: np.ndarray, scale: float | None) -> np.ndarray:
+Coding = tuple[float | None, bool]  # (scale, row_delta) of a stored dataset
+
+
+def _coding(ds: h5py.Dataset) -> Coding:
+    return ds.attrs.get("scale"), bool(ds.attrs.get("row_delta", 0))
+
+
+def _scaled(raw: np.ndarray, coding: Coding) -> np.ndarray:
     """Stored values -> float32 in their unit for quantised distance maps; others as stored."""
-    return raw.astype(np.float32) * np.float32(scale) if scale is not None else raw
+    scale, row_delta = coding
+    if scale is None:
+        return raw
+    if row_delta:
+        raw = np.cumsum(raw, axis=-1, dtype=np.int16)  # wraps around as the writer's steps did
+    return raw.astype(np.float32) * np.float32(scale)
 
 
 def read_case_h5(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """Read every dataset (distance maps as float32 in their unit) and the attributes."""
     with _reading(path) as f:
-        arrays = {name: _scaled(ds[()], ds.attrs.get("scale")) for name, ds in f.items()}
+        arrays = {name: _scaled(ds[()], _coding(ds)) for name, ds in f.items()}
         attrs = {key: _from_attr(value) for key, value in f.attrs.items()}
     return arrays, attrs
 
@@ -207,7 +238,7 @@ class H5Case:
             self.attrs = {key: _from_attr(value) for key, value in f.attrs.items()}
             self.names = list(f.keys())
             self.shape = tuple(int(v) for v in f["ct"].shape)  # (Z, H, W)
-            self._scale = {name: ds.attrs.get("scale") for name, ds in f.items()}
+            self._coding = {name: _coding(ds) for name, ds in f.items()}
 
     @property
     def n_slices(self) -> int:
@@ -221,7 +252,7 @@ class H5Case:
     def array(self, name: str) -> np.ndarray:
         """The whole dataset `name`, read with a handle of its own (the slice handle stays unopened)."""
         with _reading(self.path) as f:
-            return _scaled(f[name][()], f[name].attrs.get("scale"))
+            return _scaled(f[name][()], _coding(f[name]))
 
     def slice(self, z: int, names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Axial slice z of the named datasets (default all): (H, W) for volumes, (K, H, W) for
@@ -233,7 +264,7 @@ class H5Case:
         for name in self.names if names is None else names:
             ds = f[name]
             try:
-                out[name] = _scaled(ds[z] if ds.ndim == 3 else ds[:, z], self._scale[name])
+                out[name] = _scaled(ds[z] if ds.ndim == 3 else ds[:, z], self._coding[name])
             except OSError:  # a chunk of a damaged file
                 raise _damaged(self.path) from None
         return out

@@ -93,8 +93,11 @@ def _read_sparse(path: Path, case_id: str, is_mask: bool) -> tuple[np.ndarray, n
         bad = int(index.min() if index.min() < 0 else index.max())
         raise input_error(path, f"flat index {bad} out of range", f"0 <= index < {N_VOXELS} (128^3, C order)",
                           "the file is not an OpenKBP 128^3 volume; check its source", case=case_id)
-    if np.unique(index).size != index.size:
-        dup = int(index[np.flatnonzero(np.diff(np.sort(index)) == 0)[0]]) if index.size else 0
+    seen = np.zeros(N_VOXELS, dtype=bool)  # 2 MB; ~10x cheaper than np.unique on a dose file
+    seen[index] = True
+    if np.count_nonzero(seen) != index.size:
+        ordered = np.sort(index)
+        dup = int(ordered[np.flatnonzero(np.diff(ordered) == 0)[0]])
         raise input_error(path, f"flat index {dup} listed more than once", "each voxel at most once",
                           "use the files of the open-kbp repository unchanged", case=case_id)
     if is_mask:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dosediff.models.config import ModelConfig
+from dosediff.models.group_norm import GroupNorm
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -56,10 +57,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int | None, groups: int, dropout: float = 0.0):
         super().__init__()
-        self.norm1 = nn.GroupNorm(groups, in_ch)
+        self.norm1 = GroupNorm(groups, in_ch)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, 2 * out_ch) if emb_dim else None
-        self.norm2 = nn.GroupNorm(groups, out_ch)
+        self.norm2 = GroupNorm(groups, out_ch)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -80,7 +81,7 @@ class SelfAttention(nn.Module):
     def __init__(self, channels: int, heads: int, groups: int):
         super().__init__()
         self.heads = heads
-        self.norm = nn.GroupNorm(groups, channels)
+        self.norm = GroupNorm(groups, channels)
         self.qkv = nn.Conv2d(channels, 3 * channels, 1)
         self.proj = zero_init(nn.Conv2d(channels, channels, 1))
 
@@ -181,7 +182,7 @@ class Decoder(nn.Module):
                 if level and i == cfg.num_res_blocks:
                     layers.append(Upsample(ch))
                 self.stages.append(Stage(layers))
-        self.out = nn.Sequential(nn.GroupNorm(g, ch), nn.SiLU(), zero_init(nn.Conv2d(ch, 1, 3, padding=1)))
+        self.out = nn.Sequential(GroupNorm(g, ch), nn.SiLU(), zero_init(nn.Conv2d(ch, 1, 3, padding=1)))
 
     def forward(self, h: torch.Tensor, skips: list[torch.Tensor], emb: torch.Tensor | None = None) -> torch.Tensor:
         """Lowest-resolution map (B, C, h, w) and the encoder's skip maps -> (B, 1, H, W)."""
