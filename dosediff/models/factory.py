@@ -19,9 +19,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 def to_device(net: nn.Module, device: torch.device | str) -> nn.Module:
     """`net` on `device` for training; on CPUs with channels-last weights, so every activation
-    follows in that layout: oneDNN then skips the NCHW <-> blocked reorders around each
-    convolution, 0.7 s of a 3.6 s step at the benchmark size (models/group_norm.py replaces the
-    one kernel that was slower that way). Sampling keeps NCHW, unmeasured in channels-last."""
+    follows in that layout (why: models/group_norm.py). Sampling keeps NCHW, unmeasured."""
     net = net.to(device)
     return net.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else net
 

@@ -39,11 +39,13 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         centred = sum_dy_x - mu * sum_dy  # sum of dy * (x - mean) per channel
         s1 = (gamma * sum_dy).sum(-1, keepdim=True)
         s2 = (gamma * centred).sum(-1, keepdim=True)
+        def per_channel(t: torch.Tensor) -> torch.Tensor:  # (N, G, 1 or C/G) -> (N, 1, C)
+            return t.expand(n, g, c // g).reshape(n, 1, c)
+
         # dx = r*gamma*dy - r*s1/M - r^3*s2*(x - mean)/M, as dy*a + x*b + k per (n, c)
-        a = (r * gamma).reshape(n, 1, c)
         b = -(r ** 3) * s2 / count
-        k = (-b * mu - r * s1 / count).expand(n, g, c // g).reshape(n, 1, c)
-        dx = torch.addcmul(k, dyv, a).addcmul_(xv, b.expand(n, g, c // g).reshape(n, 1, c))
+        k = -b * mu - r * s1 / count
+        dx = torch.addcmul(per_channel(k), dyv, per_channel(r * gamma)).addcmul_(xv, per_channel(b))
         dx = dx.view(n, h, w, c).permute(0, 3, 1, 2)  # NCHW shape, channels-last memory
         return dx, (r * centred).sum(0).reshape(c), sum_dy.sum(0).reshape(c), None, None
 
