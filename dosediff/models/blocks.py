@@ -66,12 +66,11 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, out, H, W)
-        h = self.norm2(h)
+        h = self.conv1(self.norm1(x, silu=True))  # (B, out, H, W)
+        scale = shift = None
         if self.emb_proj is not None:
-            scale, shift = self.emb_proj(F.silu(emb))[:, :, None, None].chunk(2, dim=1)  # (B, out, 1, 1) each
-            h = h * (1 + scale) + shift  # Eq. 11
-        h = self.conv2(self.dropout(F.silu(h)))
+            scale, shift = self.emb_proj(F.silu(emb)).chunk(2, dim=1)  # (B, out) each
+        h = self.conv2(self.dropout(self.norm2(h, scale, shift, silu=True)))  # SiLU(AdaGN(h)), Eq. 11
         return self.skip(x) + h
 
 
