@@ -5,8 +5,8 @@
 
 Training step: forward, loss, backward, gradient clipping, AdamW and EMA through the
 real `dosediff.train.train_step`. DDIM step: one call of the network on a batch of
-noisy slices (eight of them make an 8-step DDIM volume batch). One warm-up, then one
-profiled run. Two tables each: by operator (self CPU time; backward kernels appear as
+noisy slices (eight of them make an 8-step DDIM volume batch). Warm-up (--warmup training
+steps; one DDIM call), then one profiled run. Two tables each: by operator (self CPU time; backward kernels appear as
 their autograd nodes) and by module (forward only: every module's call is a
 record_function named after its place in the network).
 """
@@ -33,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cond-channels", type=int, default=20, help="K (default 20, the authors' stack)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rows", type=int, default=15, help="rows per table (default 15)")
+    p.add_argument("--warmup", type=int, default=3, help="training steps before the profiled one (default 3: "
+                   "the first two still fault fresh memory in)")
     p.add_argument("--depth", type=int, default=3, help="module names down to this depth (default 3)")
     return p.parse_args(argv)
 
@@ -80,7 +82,8 @@ def profile_train(args: argparse.Namespace) -> str:
 
     tr, batch = setup(args)
     label_modules(tr.net, args.depth)
-    train_step(tr, batch)  # warm-up
+    for _ in range(args.warmup):
+        train_step(tr, batch)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         train_step(tr, batch)
     return tables(prof, args.rows, f"training step, batch {args.batch} at {args.size}x{args.size}")
