@@ -6,9 +6,9 @@
 Training step: forward, loss, backward, gradient clipping, AdamW and EMA through the
 real `dosediff.train.train_step`. DDIM step: one call of the network on a batch of
 noisy slices (eight of them make an 8-step DDIM volume batch). Warm-up (--warmup training
-steps; one DDIM call), then one profiled run. Two tables each: by operator (self CPU time; backward kernels appear as
-their autograd nodes) and by module (forward only: every module's call is a
-record_function named after its place in the network).
+steps; one DDIM call), then one profiled run. Two tables each: by operator (self CPU time;
+backward kernels appear as their autograd nodes) and by module (forward only: every
+module's call is a record_function named after its place in the network).
 """
 
 from __future__ import annotations

@@ -84,14 +84,15 @@ class _ChannelsLastGroupNorm(torch.autograd.Function):
         s1 = (gamma * sum_dy).view(n, g, -1).sum(-1, keepdim=True)
         s2 = (gamma * centred).view(n, g, -1).sum(-1, keepdim=True)
 
-        def per_channel(t: torch.Tensor) -> torch.Tensor:  # (N, G, 1) or (N, C) -> (N, 1, C)
-            return t.expand(n, g, c // g).reshape(n, 1, c) if t.shape[-1] == 1 else t.reshape(n, 1, c)
+        def per_channel(t: torch.Tensor) -> torch.Tensor:  # (N, G, 1) -> (N, 1, C)
+            return t.expand(n, g, c // g).reshape(n, 1, c)
 
         # dx = r*gamma*dz - r*s1/M - r^3*s2*(x - mean)/M, as dz*a + x*b + k per (n, c)
         b = -(r ** 3) * s2 / count
         k = -b * mu - r * s1 / count
-        dx = torch.addcmul(per_channel(k), dzv, per_channel(r) * gamma.view(-1, 1, c)).addcmul_(xv, per_channel(b))
-        rc = per_channel(r).view(n, c) * centred  # sum of dz * normalised x, per (n, c)
+        r_c = per_channel(r)
+        dx = torch.addcmul(per_channel(k), dzv, r_c * gamma.view(-1, 1, c)).addcmul_(xv, per_channel(b))
+        rc = r_c.view(n, c) * centred  # sum of dz * normalised x, per (n, c)
         if onep is None:
             return _nchw(dx, x.shape), rc.sum(0), sum_dy.sum(0), None, None, None, None, None
         dscale = weight * rc + bias * sum_dy  # d/d(1 + scale): sum of dz * GN(x)
