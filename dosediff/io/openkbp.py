@@ -33,6 +33,7 @@ from dosediff.volume import MAX_DOSE_GY, Case, Geometry
 
 SHAPE = (128, 128, 128)  # OpenKBP (axis0, axis1, axis2)
 N_VOXELS = SHAPE[0] * SHAPE[1] * SHAPE[2]
+CASE_SHAPE = (SHAPE[2], SHAPE[0], SHAPE[1])  # Case (z, y, x): axis2 S->I, axis0 A->P, axis1 R->L
 CT_OFFSET = 1024  # file value = HU + 1024
 AIR_HU = -CT_OFFSET
 DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, -1.0)  # slice index runs superior->inferior
@@ -148,20 +149,17 @@ def _check_dose(path: Path, values: np.ndarray, case_id: str) -> None:
 
 
 def _dense(index: np.ndarray, values: np.ndarray | float, dtype: type, fill: float = 0) -> np.ndarray:
-    """Sparse (flat C-order index, values) -> dense OpenKBP (128,128,128) array."""
+    """Sparse (flat OpenKBP C-order index, values) -> dense Case (z, y, x) array: the indices are
+    moved to the Case order instead of transposing a dense array (~7x faster per file)."""
+    i0, i1, i2 = np.unravel_index(index, SHAPE)
     flat = np.full(N_VOXELS, fill, dtype=dtype)
-    flat[index] = values
-    return flat.reshape(SHAPE)
-
-
-def from_openkbp_array(arr: np.ndarray) -> np.ndarray:
-    """OpenKBP (axis0 A->P, axis1 R->L, axis2 S->I) array -> Case (z, y, x) array (C-contiguous)."""
-    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+    flat[np.ravel_multi_index((i2, i0, i1), CASE_SHAPE)] = values
+    return flat.reshape(CASE_SHAPE)
 
 
 def to_openkbp_array(arr_zyx: np.ndarray) -> np.ndarray:
     """Case (z, y, x) array -> OpenKBP (128, 128, 128) array; the exact inverse of the reader's transpose."""
-    if arr_zyx.ndim != 3 or tuple(arr_zyx.shape) != (SHAPE[2], SHAPE[0], SHAPE[1]):
+    if arr_zyx.ndim != 3 or tuple(arr_zyx.shape) != CASE_SHAPE:
         raise input_error("to_openkbp_array", f"array shape {arr_zyx.shape}", "(128, 128, 128) on the OpenKBP grid",
                           "pass a dose on the original OpenKBP grid (use restore_to_original first)")
     return np.ascontiguousarray(arr_zyx.transpose(1, 2, 0))
@@ -200,7 +198,7 @@ def read_openkbp_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
     pdm_path = _find(folder, "possible_dose_mask")
     possible = None if pdm_path is None else _read_mask(pdm_path, case_id)
     masks = _read_rois(folder, dataset, case_id)
-    geometry = Geometry(shape=(SHAPE[2], SHAPE[0], SHAPE[1]), spacing=spacing, origin=(0.0, 0.0, 0.0),
+    geometry = Geometry(shape=CASE_SHAPE, spacing=spacing, origin=(0.0, 0.0, 0.0),
                         direction=DIRECTION)
     return Case(case_id=case_id, geometry=geometry, ct=ct, dose=dose, masks=masks, possible_dose=possible,
                 prescription_gy=dataset.prescription_gy, meta={"source": "openkbp"})
@@ -218,7 +216,7 @@ def _read_ct(folder: Path, case_id: str) -> np.ndarray:
         warn(ct_path, f"CT values outside int16 HU range ({hu.min():.0f}..{hu.max():.0f} HU)",
              f"clipped to {info.min}..{info.max} HU", case=case_id)
         hu = np.clip(hu, info.min, info.max)
-    return from_openkbp_array(_dense(index, hu.astype(np.int16), np.int16, fill=AIR_HU))
+    return _dense(index, hu.astype(np.int16), np.int16, fill=AIR_HU)
 
 
 def _read_dose(folder: Path, case_id: str, require_dose: bool) -> np.ndarray | None:
@@ -231,12 +229,12 @@ def _read_dose(folder: Path, case_id: str, require_dose: bool) -> np.ndarray | N
         return None
     index, values = _read_sparse(dose_path, case_id, is_mask=False)
     _check_dose(dose_path, values, case_id)
-    return from_openkbp_array(_dense(index, values.astype(np.float32), np.float32))
+    return _dense(index, values.astype(np.float32), np.float32)
 
 
 def _read_mask(path: Path, case_id: str) -> np.ndarray:
     index, _ = _read_sparse(path, case_id, is_mask=True)
-    return from_openkbp_array(_dense(index, 1, np.uint8))
+    return _dense(index, 1, np.uint8)
 
 
 def _read_rois(folder: Path, dataset: DatasetConfig, case_id: str) -> dict[str, np.ndarray]:
