@@ -1,4 +1,4 @@
-"""Keep freed memory in the process for reuse (glibc), for CPU training and sampling.
+"""Keep freed memory in the process for reuse (glibc), for CPU training, sampling and preprocessing.
 
 glibc hands each freed block over its mmap threshold (at most 32 MiB) back to the kernel and
 trims the heap top past twice that, so every step of a 128x128 batch maps and zero-fills its

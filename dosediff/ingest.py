@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dosediff.config import DatasetConfig
 from dosediff.errors import input_error
+from dosediff.heap import keep_freed_memory
 from dosediff.io.nifti import write_case
 from dosediff.io.privacy import case_relative_paths
 from dosediff.volume import Case
@@ -43,6 +44,7 @@ def _read_source_case(folder: Path, case_id: str, dataset: DatasetConfig, requir
 
 def ingest_case(folder: Path, case_id: str, dataset: DatasetConfig, out_dir: Path, require_dose: bool = True) -> None:
     """Read a source folder and write the Case folder (written only when complete)."""
+    keep_freed_memory()  # dense 128^3 arrays per file: reuse the memory
     case = read_source_case(folder, case_id, dataset, require_dose=require_dose)
     write_case(case, out_dir)
     log.info(f"case {case_id}: ingested {len(case.masks)} ROIs on a {case.geometry.shape} grid -> {out_dir}")

@@ -132,7 +132,7 @@ def verify_written(path: Path, expected: memoryview) -> None:
     write on a full disk must fail here, before the rename makes the file current. (Cheaper than
     decoding every chunk again, and stricter.)"""
     try:
-        ok = path.read_bytes() == expected
+        ok = path.read_bytes() == bytes(expected)  # bytes == memoryview compares item by item: 4x slower
     except OSError as exc:
         raise OSError(errno.EIO, f"HDF5 file unreadable right after writing ({exc}); disk full?", str(path)) from None
     if not ok:

@@ -11,6 +11,7 @@ import numpy as np
 from dosediff.config import DatasetConfig, PreprocessConfig
 from dosediff.data.h5 import write_case_h5
 from dosediff.errors import input_error
+from dosediff.heap import keep_freed_memory
 from dosediff.preprocess.body import body_mask
 from dosediff.preprocess.distance import distance_maps
 from dosediff.preprocess.resample import bounding_box, crop_resize, full_box, grid_attrs
@@ -38,6 +39,7 @@ def preprocess_case(case: Case, dataset: DatasetConfig, cfg: PreprocessConfig, o
     """Body mask, distance maps on the original grid, crop to the body box and in-plane resize,
     then one HDF5 (data/h5.py schema). `timings`, when given, receives wall seconds per step
     (body, distances, crop_resize, write) and CPU seconds as `<step>_cpu`."""
+    keep_freed_memory()  # one full-grid EDT and its temporaries per ROI: reuse the memory
     if not dataset.rois:
         raise input_error("setting dataset.rois", "an empty list", "the dataset's ROI names in channel order",
                           "list the ROIs in your config file", case=case.case_id)
