@@ -23,7 +23,8 @@ Rows:
   preprocessing     one OpenKBP patient, one core (sched_setaffinity): their csv2nii.py ->
                     PSDM_OpenKBP.py -> NII_to_npy.py vs `dosediff ingest` + `dosediff preprocess`
                     with config/openkbp.yaml and PSDM alone (as theirs), start-up included on both
-                    sides; a second row with the config's PSDM, MSDM and TSBDM (its Table 2 runs).
+                    sides, both reading the same plain CSV files; a second row with the config's
+                    PSDM, MSDM and TSBDM (its Table 2 runs).
   disk              bytes each side leaves per patient (all files, and the model input alone).
 Design differences, measured as separate rows: the authors' fusionFormer projects its 1024-wide
 tokens to one 64-wide head (to_q/k/v 1024 -> 64); dosediff's beta/gamma/delta keep 1024 -> 1024
@@ -119,14 +120,24 @@ def dir_bytes(root: Path, pattern: str = "*") -> int:
     return sum(p.stat().st_size for p in root.rglob(pattern) if p.is_file())
 
 
+def plain_patient(args: argparse.Namespace, work: Path) -> Path:
+    """The patient's files as plain CSV, as OpenKBP ships them: both sides read the same files
+    (the stored copies are .csv.xz; decompressed once, not timed)."""
+    folder = work / "plain" / args.patient
+    if not folder.is_dir():
+        folder.mkdir(parents=True)
+        for src in sorted((args.data / "train-pats" / args.patient).glob("*.csv.xz")):
+            with lzma.open(src) as fin, open(folder / src.name[:-3], "wb") as fout:
+                shutil.copyfileobj(fin, fout)
+    return folder
+
+
 def preprocess_authors(args: argparse.Namespace, work: Path) -> dict:
     """Their three scripts, unmodified, in their layout (provided-data/train-pats/<pt>/*.csv)."""
     root = work / f"authors-{time.monotonic_ns()}"
     pt = root / "provided-data" / "train-pats" / args.patient
     pt.mkdir(parents=True)
-    for src in sorted((args.data / "train-pats" / args.patient).glob("*.csv.xz")):  # not timed
-        with lzma.open(src) as fin, open(pt / src.name[:-3], "wb") as fout:
-            shutil.copyfileobj(fin, fout)
+    shutil.copytree(plain_patient(args, work), pt, dirs_exist_ok=True)  # not timed
     inputs = dir_bytes(root)
     for split in ("train-pats", "validation-pats", "test-pats"):  # the scripts expect all three
         for sub in (split, split + "_preprocess"):
@@ -159,7 +170,7 @@ def preprocess_ours(args: argparse.Namespace, work: Path, representations: list[
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1")
     settings = Path(settings_file(work, representations)).read_text()  # inline JSON, as the rules pass it
     cmds = [["ingest", "--settings", settings, "--case", args.patient, "--input",
-             str(args.data / "train-pats" / args.patient), "--out", str(root / "nifti")],
+             str(plain_patient(args, work)), "--out", str(root / "nifti")],
             ["preprocess", "--settings", settings, "--input", str(root / "nifti"), "--out", str(root / "case.h5")]]
     wall, peak = 0.0, 0.0
     for c in cmds:
