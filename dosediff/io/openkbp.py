@@ -158,7 +158,7 @@ def _dense(index: np.ndarray, values: np.ndarray | float, dtype: type, fill: flo
 
 
 def to_openkbp_array(arr_zyx: np.ndarray) -> np.ndarray:
-    """Case (z, y, x) array -> OpenKBP (128, 128, 128) array; the exact inverse of the reader's transpose."""
+    """Case (z, y, x) array -> OpenKBP (128, 128, 128) array; the exact inverse of the reader's axis order (_dense)."""
     if arr_zyx.ndim != 3 or tuple(arr_zyx.shape) != CASE_SHAPE:
         raise input_error("to_openkbp_array", f"array shape {arr_zyx.shape}", "(128, 128, 128) on the OpenKBP grid",
                           "pass a dose on the original OpenKBP grid (use restore_to_original first)")
