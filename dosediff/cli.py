@@ -1,4 +1,5 @@
-"""The only argument parser: `dosediff <stage> ...`, one subcommand per workflow rule.
+"""The only argument parser: `dosediff <stage> ...`, one subcommand per workflow rule
+(`ingest` and `preprocess`, the two halves of `prepare`, also run on their own).
 
 Each subcommand parses its arguments and calls one typed function. Settings come as the
 config's sections in JSON (what the rules pass) or as a YAML config file (by hand).
@@ -61,6 +62,16 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     dataset = section(settings, DatasetConfig, "dataset")
     cfg = section(settings, PreprocessConfig, "preprocess")
     preprocess_case(read_case(Path(args.input)), dataset, cfg, Path(args.out))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from dosediff.config import DatasetConfig, PreprocessConfig, section
+    from dosediff.prepare import prepare_case
+
+    settings = _settings(args)
+    dataset = section(settings, DatasetConfig, "dataset")
+    cfg = section(settings, PreprocessConfig, "preprocess")
+    prepare_case(Path(args.input), args.case, dataset, cfg, Path(args.out), Path(args.h5))
 
 
 def cmd_split(args: argparse.Namespace) -> None:
@@ -203,6 +214,12 @@ def _add_data_stages(sub: argparse._SubParsersAction) -> None:
          ("--model", OPTIONAL, "preprocess as this model folder's training data (no --settings)"),
          _settings_arg("uses sections: dataset, preprocess", OPTIONAL),
          ("--input", REQUIRED, "case folder written by `dosediff ingest`"), ("--out", REQUIRED, "output HDF5 file"))
+    _add(sub, "prepare", cmd_prepare, "ingest and preprocess in one process: the case folder and its HDF5",
+         _settings_arg("uses sections: dataset, preprocess"),
+         ("--case", REQUIRED, "case id (the folder name or a pseudonym; never a patient ID)"),
+         ("--input", REQUIRED, "the patient's source folder"),
+         ("--out", REQUIRED, "output case folder, as `dosediff ingest` writes it"),
+         ("--h5", REQUIRED, "output HDF5 file, as `dosediff preprocess` writes it"))
     _add(sub, "split", cmd_split, "train/validation/test split by patient -> splits.json",
          _settings_arg("uses sections: dataset, split"), ("--cases", CASES, "all case ids of the dataset"),
          ("--out", REQUIRED, "output splits.json"))

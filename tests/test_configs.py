@@ -56,7 +56,7 @@ def dataset_input(name: str, config: dict, tmp: Path, openkbp_dir: Path) -> tupl
     return data, "anon_1"
 
 
-@pytest.mark.slow  # about 25 s per config on an idle 2-core machine (snakemake start-up, one ingest)
+@pytest.mark.slow  # about 25 s per config on an idle 2-core machine (snakemake start-up, one prepare)
 @pytest.mark.parametrize("name", ["openkbp", "openkbp-cpu", "breast", "npc"])
 def test_shipped_config_stands_alone(name, tmp_path, openkbp_dir):
     config = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
@@ -69,7 +69,7 @@ def test_shipped_config_stands_alone(name, tmp_path, openkbp_dir):
     dry = snakemake(work, path, "-n", "--forceall", "--cores", "1")
     assert dry.returncode == 0, dry.stderr[-3000:]
     jobs = job_settings(dry.stdout + dry.stderr)
-    assert {"ingest", "preprocess", "split"} <= {stage for stage, _ in jobs}
+    assert {"prepare", "split"} <= {stage for stage, _ in jobs}
     assert_settings_from(config, jobs)
 
     dataset = config["dataset"]["name"]
@@ -77,7 +77,7 @@ def test_shipped_config_stands_alone(name, tmp_path, openkbp_dir):
     real = snakemake(work, None, target, "--cores", "1", "--configfile", str(path))  # target before --configfile
     assert real.returncode == 0, real.stderr[-3000:]
     jobs = job_settings(real.stdout + real.stderr)
-    assert [stage for stage, _ in jobs] == ["ingest"]
+    assert [stage for stage, _ in jobs] == ["prepare"]
     assert_settings_from(config, jobs)
     info = json.loads((work / target / "case.json").read_text())
     assert set(info["rois"]) <= set(config["dataset"]["rois"]) and info["rois"]

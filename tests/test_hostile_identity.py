@@ -71,7 +71,7 @@ def test_workflow_run_on_folders_named_by_patient_id_leaks_nothing(tmp_path):
     assert out.returncode != 0
     results = work / "results" / "site"
     assert (results / "h5" / "anon_1.h5").is_file() and not (results / "nifti" / "anon_3").exists()
-    failed_log = (results / "logs" / "ingest" / "anon_3.log").read_text()
+    failed_log = (results / "logs" / "prepare" / "anon_3.log").read_text()
     assert "RescaleSlope" in failed_log and "CT.<patient id>.Image 4.dcm" in failed_log, failed_log
     sources = results / "sources"
     assert sorted(p.name for p in sources.iterdir()) == ["anon_1", "anon_2", "anon_3"]

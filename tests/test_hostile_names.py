@@ -163,5 +163,5 @@ def test_unsafe_unmapped_folder_is_skipped_with_a_message(tmp_path):
     out = _snakemake(work, _site_config(data, exclude_cases=["nobody"]), "-n")
     text = out.stdout + out.stderr
     assert out.returncode == 0, text
-    assert "skipped" in text and "dataset.pseudonyms" in text and "ingest" in text
+    assert "skipped" in text and "dataset.pseudonyms" in text and "prepare" in text
     assert "exclude_cases: ['nobody'] name no case" in text

@@ -91,7 +91,7 @@ def test_readme_openkbp_command_to_submission_and_scores(tmp_path, openkbp_dir):
     out = snakemake(work, None, "--cores", "2", "--configfile", "config/openkbp-local.yaml")
     assert out.returncode == 0, out.stderr[-4000:]
     jobs = job_settings(out.stdout + out.stderr)
-    assert {"ingest", "preprocess", "split", "train", "evaluate", "report"} <= {s for s, _ in jobs}
+    assert {"prepare", "split", "train", "evaluate", "report"} <= {s for s, _ in jobs}
     assert_settings_from(config, jobs)
 
     results = work / "results" / "openkbp"

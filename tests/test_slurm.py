@@ -185,7 +185,7 @@ def test_tiny_workflow_through_slurm_profiles(tmp_path):
     calls = _sbatch_calls(out, tmp_path, "CPU profile")
     assert f"--cpus-per-task={TRAIN_THREADS}" in calls["train"].split() and "--gpus" not in calls["train"]
     jobs = _sacct(since, "CPU profile")
-    assert {"phantom", "ingest", "preprocess", "split", "train", "predict"} <= {j["rule"] for j in jobs}
+    assert {"phantom", "prepare", "split", "train", "predict"} <= {j["rule"] for j in jobs}
     _check_jobs(jobs, "slurm-cpu")
 
     # the GPU profile trains again, on the gpu partition's fake GPU
@@ -202,19 +202,19 @@ def test_tiny_workflow_through_slurm_profiles(tmp_path):
     assert "gres/gpu=1" in jobs[0]["AllocTRES"].split(","), jobs[0]
     print("train log:", *re.findall(r".*process\(es\) on .*", (res / "logs" / "train" / "tiny.log").read_text()))
 
-    # an injected bad case: its preprocess fails, snakemake reports it, the other case finishes.
-    # phantom_002 is the test case, not needed above: ingest it first, then damage its CT.
-    _snakemake(tmp_path, "slurm-cpu", f"{RES}/nifti/phantom_002", *QUICK_STATUS)
-    (res / "nifti" / "phantom_002" / "ct.nii.gz").write_bytes(b"not a NIfTI file")
+    # an injected bad case: its prepare fails, snakemake reports it, the other case finishes.
+    # phantom_002 is the test case, not needed above: export it first, then damage a CT slice.
+    _snakemake(tmp_path, "slurm-cpu", f"{RES}/dicom/phantom_002", *QUICK_STATUS)
+    (res / "dicom" / "phantom_002" / "CT" / "CT.3.dcm").write_bytes(b"not a DICOM file")
     since = _now()
     out = _snakemake(tmp_path, "slurm-cpu", f"{RES}/h5/phantom_002.h5", f"{RES}/h5/phantom_003.h5", "--keep-going",
-                     "--forcerun", "preprocess", *QUICK_STATUS, check=False)
+                     "--forcerun", "prepare", *QUICK_STATUS, check=False)
     _section(f"a damaged case under --keep-going: snakemake exits {out.returncode}, and reports")
     print(*[line for line in out.stderr.splitlines() if re.search(r"^Error in rule|message:|Exiting", line)], sep="\n")
-    print("its rule log:", (res / "logs" / "preprocess" / "phantom_002.log").read_text().strip()[-600:])
+    print("its rule log:", (res / "logs" / "prepare" / "phantom_002.log").read_text().strip()[-600:])
     assert out.returncode != 0
-    assert "Error in rule preprocess" in out.stderr and "phantom_002" in out.stderr
-    assert (res / "h5" / "phantom_003.h5").is_file()
-    assert not (res / "h5" / "phantom_002.h5").exists()
-    states = {j["State"] for j in _sacct(since, "damaged case") if j["rule"] == "preprocess"}
+    assert "Error in rule prepare" in out.stderr and "phantom_002" in out.stderr
+    assert (res / "h5" / "phantom_003.h5").is_file() and (res / "nifti" / "phantom_003").is_dir()
+    assert not (res / "h5" / "phantom_002.h5").exists() and not (res / "nifti" / "phantom_002").exists()
+    states = {j["State"] for j in _sacct(since, "damaged case") if j["rule"] == "prepare"}
     assert states == {"COMPLETED", "FAILED"}, states

@@ -29,7 +29,7 @@ def test_dry_run_lists_data_stages():
     out = _run([*SNAKEMAKE, "-n", "--forceall", "--cores", "1"], REPO)
     assert out.returncode == 0, out.stderr
     text = out.stdout + out.stderr
-    for rule in ("phantom", "ingest", "preprocess", "split"):
+    for rule in ("phantom", "prepare", "split"):
         assert rule in text, f"rule {rule} missing from the dry run:\n{text}"
 
 
@@ -46,7 +46,7 @@ def _dicom_config(tmp: Path, input_dir: Path) -> Path:
 
 def test_keep_going_and_no_patient_data_in_outputs(tmp_path):
     """Three DICOM-RT patients, one with a stray non-DICOM file: the two good ones go
-    through ingest and preprocess, the bad one fails with a message naming the file and
+    through prepare (ingest and preprocess), the bad one fails with a message naming the file and
     leaves no partial output, and no sentinel header value reaches results or logs."""
     data = tmp_path / "exports"
     cfg = PhantomConfig(n_cases=3, shape=[12, 40, 40], spacing=[5.0, 5.0, 5.0], n_beams=5)
@@ -72,7 +72,7 @@ def test_keep_going_and_no_patient_data_in_outputs(tmp_path):
     assert not leftovers, f"partial output left behind: {leftovers}"
     data_files = [p for p in results.rglob("*") if p.is_file() and "logs" not in p.parts]
     assert not [p for p in data_files if "MRN12345" in p.name or b"MRN12345" in p.read_bytes()]
-    log = (results / "logs" / "ingest" / "anon_b.log").read_text()
+    log = (results / "logs" / "prepare" / "anon_b.log").read_text()
     assert "notes.txt" in log and "anon_b" in log and "Fix:" in log, log
 
     # Every file the run wrote (results, logs, snakemake's own metadata), as bytes.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gzip
 import json
@@ -60,21 +61,35 @@ def read_image(path: Path) -> tuple[np.ndarray, Geometry]:
     return sitk.GetArrayFromImage(image), Geometry.from_sitk(image)
 
 
-def write_case(case: Case, out_dir: Path) -> None:
-    """Write a Case as the ingest folder; the folder appears only when complete."""
+def stored_case(case: Case) -> Case:
+    """The Case as write_case stores it and read_case returns it: CT int16, dose float32,
+    masks uint8, meta through JSON. Preprocessing this equals preprocessing the folder."""
+    def as_type(array: np.ndarray | None, dtype: type) -> np.ndarray | None:
+        return None if array is None else array.astype(dtype, copy=False)
+
+    return dataclasses.replace(
+        case, ct=as_type(case.ct, np.int16), dose=as_type(case.dose, np.float32),
+        masks={name: as_type(mask, np.uint8) for name, mask in case.masks.items()},
+        possible_dose=as_type(case.possible_dose, np.uint8), meta=json.loads(json.dumps(case.meta)))
+
+
+def write_case(case: Case, out_dir: Path) -> Case:
+    """Write a Case as the ingest folder; the folder appears only when complete. Returns the
+    Case as read_case would read it back (stored_case)."""
+    case = stored_case(case)
     with atomic_dir(out_dir) as tmp:
         geo = case.geometry
-        write_image(case.ct.astype(np.int16), geo, tmp / "ct.nii.gz")
+        write_image(case.ct, geo, tmp / "ct.nii.gz")
         if case.dose is not None:
-            write_image(case.dose.astype(np.float32), geo, tmp / "dose.nii.gz")
+            write_image(case.dose, geo, tmp / "dose.nii.gz")
         (tmp / "roi").mkdir()
         for name, mask in case.masks.items():
             if not is_safe_name(name):  # ROI names become file names
                 raise input_error("setting dataset.rois", f"ROI name {name!r}", "a plain file name",
                                   "rename the ROI in dataset.rois (letters, digits, _ . -)", case=case.case_id)
-            write_image(mask.astype(np.uint8), geo, tmp / "roi" / f"{name}.nii.gz")
+            write_image(mask, geo, tmp / "roi" / f"{name}.nii.gz")
         if case.possible_dose is not None:
-            write_image(case.possible_dose.astype(np.uint8), geo, tmp / f"{POSSIBLE_DOSE}.nii.gz")
+            write_image(case.possible_dose, geo, tmp / f"{POSSIBLE_DOSE}.nii.gz")
         info = {
             "case_id": case.case_id,
             "geometry": geo.to_dict(),
@@ -86,6 +101,7 @@ def write_case(case: Case, out_dir: Path) -> None:
             "dosediff_version": __version__,
         }
         (tmp / "case.json").write_text(json.dumps(info, indent=2))
+    return case
 
 
 def _read_info(info_path: Path) -> dict:

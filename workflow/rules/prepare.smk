@@ -1,13 +1,15 @@
-# NIfTI case -> body mask, crop/resize, distance maps -> one HDF5 per case; the split.
+# Source folder (DICOM-RT or OpenKBP) -> NIfTI case folder on the CT grid and, in the same
+# process, body mask, crop/resize and distance maps -> one HDF5 per case; then the split.
 
 
-rule preprocess:
+rule prepare:
     input:
-        f"{RESULTS}/nifti/{{case}}",
+        source_folder,
     output:
-        f"{RESULTS}/h5/{{case}}.h5",
+        case=directory(f"{RESULTS}/nifti/{{case}}"),
+        h5=f"{RESULTS}/h5/{{case}}.h5",
     log:
-        f"{RESULTS}/logs/preprocess/{{case}}.log",
+        f"{RESULTS}/logs/prepare/{{case}}.log",
     conda:
         ENV
     threads: 1
@@ -16,7 +18,7 @@ rule preprocess:
     params:
         settings=settings("dataset", "preprocess"),
     shell:
-        "dosediff preprocess --settings {params.settings:q} --input {input:q} --out {output:q} 2> {log:q}"
+        "dosediff prepare --settings {params.settings:q} --case {wildcards.case:q} --input {input:q} --out {output.case:q} --h5 {output.h5:q} 2> {log:q}"
 
 
 checkpoint split:
